@@ -1,0 +1,287 @@
+//! The configuration: one TOML file, every key overridable from the environment.
+//!
+//! Each part of the program owns its section (`http` owns `[server]`, `[webhook]`, `[api]` and
+//! `[tls]`; `journal` owns `[journal]`) and this module only assembles them. Any key `k` of a
+//! section `s` can be set with `BOUNCEWATCH_<S>_<K>` (for example `BOUNCEWATCH_WEBHOOK_PASSWORD`),
+//! which wins over the file. Secrets are never printed: [`Config::masked`] is what
+//! `check-config` shows and what gets logged.
+
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
+use crate::journal::JournalConfig;
+use crate::logging::LogConfig;
+
+/// The prefix of every environment variable that sets a config key.
+pub const ENV_PREFIX: &str = "BOUNCEWATCH_";
+
+/// Shown in place of a secret that is set.
+const MASK: &str = "********";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub webhook: WebhookConfig,
+    pub api: ApiConfig,
+    pub tls: TlsConfig,
+    pub journal: JournalConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var} (config `{key}`): {message}")]
+    Env {
+        var: String,
+        key: String,
+        message: String,
+    },
+    #[error("config `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// A loaded configuration and what the loader noticed on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// `BOUNCEWATCH_*` variables that match no key: most likely typos, so they are reported.
+    pub unknown_env: Vec<String>,
+}
+
+impl Config {
+    /// Reads `path` (or starts from the embedded defaults), then applies `env` on top.
+    pub fn load(
+        path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Loaded, ConfigError> {
+        let origin = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("<defaults>"));
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: p.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let unknown_env = apply_env(&mut table, env)?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    message: e.message().to_string(),
+                })?;
+        Ok(Loaded {
+            config,
+            unknown_env,
+        })
+    }
+
+    /// Checks what types alone cannot: values in range, pairs set together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.webhook.validate()?;
+        self.tls.validate()?;
+        if self.journal.queue_capacity == 0 {
+            return Err(ConfigError::Invalid {
+                key: "journal.queue_capacity",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.journal.retention.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "journal.retention",
+                message: "must be longer than zero; write e.g. \"30d\"".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A copy with every secret replaced by a mask, safe to print and log.
+    pub fn masked(&self) -> Config {
+        let mut c = self.clone();
+        for secret in [
+            &mut c.webhook.password,
+            &mut c.webhook.token,
+            &mut c.api.token,
+        ] {
+            if !secret.is_empty() {
+                *secret = MASK.to_string();
+            }
+        }
+        c
+    }
+
+    /// The masked configuration as TOML, for `check-config`.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(&self.masked()).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Overlays `BOUNCEWATCH_<SECTION>_<KEY>` variables on `table`. The keys that exist are read off
+/// the defaults, so a new config field is settable from the environment with no extra code.
+fn apply_env(
+    table: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut known = Vec::new();
+    for (section, value) in &defaults {
+        if let toml::Value::Table(keys) = value {
+            for (key, default) in keys {
+                known.push((section.clone(), key.clone(), default.clone()));
+            }
+        }
+    }
+    let mut unknown = Vec::new();
+    for (var, text) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let found = known
+            .iter()
+            .find(|(section, key, _)| rest.eq_ignore_ascii_case(&format!("{section}_{key}")));
+        let Some((section, key, default)) = found else {
+            unknown.push(var.clone());
+            continue;
+        };
+        let value = env_value(text, default).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            key: format!("{section}.{key}"),
+            message,
+        })?;
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.clone(), value);
+            }
+            _ => {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    key: section.clone(),
+                    message: format!("the config file sets `{section}` to a value, not a section"),
+                });
+            }
+        }
+    }
+    Ok(unknown)
+}
+
+/// Reads an environment string as the type the key's default has.
+fn env_value(text: &str, default: &toml::Value) -> Result<toml::Value, String> {
+    match default {
+        toml::Value::Boolean(_) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("`{text}` is not a boolean (true or false)")),
+        },
+        toml::Value::Integer(_) => text
+            .trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("`{text}` is not an integer")),
+        _ => Ok(toml::Value::String(text.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_8080() {
+        let c = Config::load(None, &env(&[])).unwrap().config;
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.server.data_dir, PathBuf::from("./bouncewatch-data"));
+        assert_eq!(c.server.max_body.0, 32 << 20);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[webhook]\nusername = \"file\"\n[journal]\nqueue_capacity = 7\n",
+        )
+        .unwrap();
+        let loaded = Config::load(
+            Some(&path),
+            &env(&[
+                ("BOUNCEWATCH_WEBHOOK_USERNAME", "env"),
+                ("BOUNCEWATCH_WEBHOOK_PASSWORD", "s3cret"),
+                ("BOUNCEWATCH_WEBHOOK_ALLOW_UNAUTHENTICATED", "true"),
+                ("BOUNCEWATCH_JOURNAL_RETENTION", "2d"),
+                ("BOUNCEWATCH_TYPO_KEY", "x"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.webhook.username, "env");
+        assert_eq!(c.webhook.password, "s3cret");
+        assert!(c.webhook.allow_unauthenticated);
+        assert_eq!(c.journal.queue_capacity, 7);
+        assert_eq!(c.journal.retention.0.as_secs(), 2 * 86_400);
+        assert_eq!(loaded.unknown_env, vec!["BOUNCEWATCH_TYPO_KEY".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(
+            None,
+            &env(&[("BOUNCEWATCH_JOURNAL_QUEUE_CAPACITY", "many")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("journal.queue_capacity"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[webhook]\npasword = \"x\"\n").unwrap();
+        let e = Config::load(Some(&path), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("pasword"), "{e}");
+    }
+
+    #[test]
+    fn masked_output_hides_every_secret() {
+        let mut c = Config::default();
+        c.webhook.password = "hunter2".into();
+        c.webhook.token = "tok-abc".into();
+        c.api.token = "api-xyz".into();
+        let text = c.to_masked_toml();
+        for secret in ["hunter2", "tok-abc", "api-xyz"] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        assert!(text.contains(MASK));
+    }
+}

@@ -1,0 +1,142 @@
+//! The domain types of one Mailjet event, and the edge that builds them.
+//!
+//! Mailjet's payloads drift: integers arrive as `""`, booleans as `"true"`, keys go missing and
+//! ids exceed 2^53 (see `shared/mailjet/EVENTS.md`). That mess is absorbed once, in [`parse`],
+//! and the rest of the program sees only the clean types defined here: an [`Event`] whose
+//! [`MessageId`] is an exact `u64` and whose [`EventKind`] is a closed set plus `Unknown`.
+
+mod parse;
+mod rfc2047;
+
+pub use parse::{BodyItem, SplitBody, split_body};
+pub use rfc2047::decode as decode_rfc2047;
+
+use serde::Serialize;
+
+/// The seven documented event types, plus `Unknown` for anything else (legacy `typofix`, future
+/// types). Unknown events are kept and counted, never rejected: Mailjet would retry them forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Sent,
+    Open,
+    Click,
+    Bounce,
+    Blocked,
+    Spam,
+    Unsub,
+    #[default]
+    Unknown,
+}
+
+impl EventKind {
+    /// Every kind, in a stable order, for counters indexed by kind.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Sent,
+        EventKind::Open,
+        EventKind::Click,
+        EventKind::Bounce,
+        EventKind::Blocked,
+        EventKind::Spam,
+        EventKind::Unsub,
+        EventKind::Unknown,
+    ];
+
+    /// Maps Mailjet's `event` string; anything unrecognised is `Unknown`.
+    pub fn from_name(name: &str) -> EventKind {
+        match name {
+            "sent" => EventKind::Sent,
+            "open" => EventKind::Open,
+            "click" => EventKind::Click,
+            "bounce" => EventKind::Bounce,
+            "blocked" => EventKind::Blocked,
+            "spam" => EventKind::Spam,
+            "unsub" => EventKind::Unsub,
+            _ => EventKind::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Sent => "sent",
+            EventKind::Open => "open",
+            EventKind::Click => "click",
+            EventKind::Bounce => "bounce",
+            EventKind::Blocked => "blocked",
+            EventKind::Spam => "spam",
+            EventKind::Unsub => "unsub",
+            EventKind::Unknown => "unknown",
+        }
+    }
+
+    /// Position in [`EventKind::ALL`], for array-backed counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Mailjet's `MessageID`. Routinely above 2^53, so it is never allowed near a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
+#[serde(transparent)]
+pub struct MessageId(pub u64);
+
+/// One event as Mailjet described it, with the type drift already resolved.
+///
+/// Optional text fields are `None` when the key was absent or `null`, and `Some("")` when Mailjet
+/// sent an empty string, so the stored row says what arrived.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Event {
+    /// Parsed `event`; `Unknown` keeps its original spelling in `event_name`.
+    pub kind: EventKind,
+    /// The `event` string exactly as received.
+    pub event_name: String,
+    /// Mailjet's `time`, Unix seconds. `None` only when the key was absent.
+    pub time: Option<i64>,
+    pub message_id: MessageId,
+    pub message_guid: Option<String>,
+    pub email: String,
+    /// `mj_campaign_id`; 0 means none.
+    pub campaign_id: u64,
+    pub contact_id: u64,
+    /// `customcampaign` exactly as received (possibly RFC 2047 encoded).
+    pub custom_campaign: Option<String>,
+    /// `customcampaign` with RFC 2047 encoded words decoded; equal to the raw form otherwise.
+    pub custom_campaign_decoded: Option<String>,
+    pub custom_id: Option<String>,
+    pub payload: Option<String>,
+    pub blocked: Option<bool>,
+    pub hard_bounce: Option<bool>,
+    pub error_related_to: Option<String>,
+    pub error: Option<String>,
+    pub comment: Option<String>,
+    pub smtp_reply: Option<String>,
+    pub url: Option<String>,
+    pub ip: Option<String>,
+    pub geo: Option<String>,
+    pub agent: Option<String>,
+    pub source: Option<String>,
+    pub list_id: Option<u64>,
+}
+
+impl Event {
+    /// The deduplication key. Mailjet events carry no id and retries resend identical bodies, so
+    /// the key is derived from what identifies an occurrence: (`event`, `time`, `MessageID`,
+    /// `email`, `url`). Two clicks on one link by one recipient within the same second collapse
+    /// into one, which is the price of exactly-once counting across retries.
+    ///
+    /// The hash is xxh3-128 over length-prefixed fields: stable across releases and platforms
+    /// (unlike std's `DefaultHasher`), so keys written by one version dedupe against the next.
+    pub fn dedup_key(&self) -> [u8; 16] {
+        let mut buf = Vec::with_capacity(96);
+        let mut field = |bytes: &[u8]| {
+            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            buf.extend_from_slice(bytes);
+        };
+        field(self.event_name.as_bytes());
+        field(&self.time.unwrap_or(i64::MIN).to_le_bytes());
+        field(&self.message_id.0.to_le_bytes());
+        field(self.email.as_bytes());
+        field(self.url.as_deref().unwrap_or("").as_bytes());
+        xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes()
+    }
+}

@@ -1,0 +1,435 @@
+//! Tolerant parsing of webhook bodies: Version 1 objects, Version 2 arrays, `[]` and empty.
+//!
+//! The promise: every byte that arrives either becomes an [`Event`] or comes back as a
+//! [`BodyItem::Invalid`] carrying its raw text and a reason, so the caller can quarantine it.
+//! Nothing is dropped here. Integers are read as exact `u64`/`i64` and never through a float.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_json::value::RawValue;
+
+use super::{Event, EventKind, MessageId, decode_rfc2047};
+
+/// What one webhook body turned into.
+#[derive(Debug)]
+pub enum SplitBody<'a> {
+    /// No bytes, or only whitespace: the Mailjet UI's test button. Answered 200, nothing stored.
+    Empty,
+    /// A v1 object or the elements of a v2 array, in order. `[]` gives an empty list.
+    Items(Vec<BodyItem<'a>>),
+    /// Not JSON at all, or JSON that is neither an object nor an array. The whole body is
+    /// quarantined with this reason.
+    Invalid(String),
+}
+
+/// One element of a body.
+#[derive(Debug)]
+pub enum BodyItem<'a> {
+    Event { event: Box<Event>, raw: &'a str },
+    Invalid { raw: &'a str, reason: String },
+}
+
+/// Splits and parses a body. Whatever the Content-Type said, the bytes are read as JSON.
+pub fn split_body(body: &[u8]) -> SplitBody<'_> {
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => return SplitBody::Invalid(format!("body is not UTF-8: {e}")),
+    };
+    let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    if trimmed.is_empty() {
+        return SplitBody::Empty;
+    }
+    match trimmed.as_bytes()[0] {
+        b'[' => match serde_json::from_str::<Vec<&RawValue>>(trimmed) {
+            Ok(elements) => SplitBody::Items(elements.into_iter().map(parse_item).collect()),
+            Err(e) => SplitBody::Invalid(format!("body is not valid JSON: {e}")),
+        },
+        b'{' => match serde_json::from_str::<&RawValue>(trimmed) {
+            Ok(raw) => SplitBody::Items(vec![parse_item(raw)]),
+            Err(e) => SplitBody::Invalid(format!("body is not valid JSON: {e}")),
+        },
+        _ => match serde_json::from_str::<&RawValue>(trimmed) {
+            Ok(_) => SplitBody::Invalid(
+                "body is JSON but neither an event object nor an array of events".to_string(),
+            ),
+            Err(e) => SplitBody::Invalid(format!("body is not valid JSON: {e}")),
+        },
+    }
+}
+
+fn parse_item(raw: &RawValue) -> BodyItem<'_> {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return BodyItem::Invalid {
+            raw: text,
+            reason: "array element is not an event object".to_string(),
+        };
+    }
+    match serde_json::from_str::<Wire>(text) {
+        Ok(wire) => BodyItem::Event {
+            event: Box::new(wire.into_event()),
+            raw: text,
+        },
+        Err(e) => BodyItem::Invalid {
+            raw: text,
+            reason: format!("event object rejected: {e}"),
+        },
+    }
+}
+
+/// The payload as Mailjet spells it. Every field but `event` is optional, and every non-string
+/// field goes through a tolerant reader.
+#[derive(Deserialize)]
+struct Wire {
+    event: String,
+    #[serde(default, deserialize_with = "int_i64")]
+    time: Option<i64>,
+    #[serde(rename = "MessageID", default, deserialize_with = "int_u64")]
+    message_id: Option<u64>,
+    /// Deprecated string copy of `MessageID`; used only when `MessageID` is absent.
+    #[serde(default, deserialize_with = "int_u64")]
+    mj_message_id: Option<u64>,
+    #[serde(rename = "Message_GUID", default, deserialize_with = "text")]
+    message_guid: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    email: Option<String>,
+    #[serde(default, deserialize_with = "int_u64")]
+    mj_campaign_id: Option<u64>,
+    #[serde(default, deserialize_with = "int_u64")]
+    mj_contact_id: Option<u64>,
+    #[serde(default, deserialize_with = "text")]
+    customcampaign: Option<String>,
+    #[serde(rename = "CustomID", default, deserialize_with = "text")]
+    custom_id: Option<String>,
+    #[serde(rename = "Payload", default, deserialize_with = "text")]
+    payload: Option<String>,
+    #[serde(default, deserialize_with = "boolean")]
+    blocked: Option<bool>,
+    #[serde(default, deserialize_with = "boolean")]
+    hard_bounce: Option<bool>,
+    #[serde(default, deserialize_with = "text")]
+    error_related_to: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    error: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    comment: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    smtp_reply: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    ip: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    geo: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    agent: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    source: Option<String>,
+    #[serde(default, deserialize_with = "int_u64")]
+    mj_list_id: Option<u64>,
+}
+
+impl Wire {
+    fn into_event(self) -> Event {
+        let decoded = self
+            .customcampaign
+            .as_deref()
+            .map(|raw| decode_rfc2047(raw).into_owned());
+        Event {
+            kind: EventKind::from_name(&self.event),
+            event_name: self.event,
+            time: self.time,
+            message_id: MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0)),
+            message_guid: self.message_guid,
+            email: self.email.unwrap_or_default(),
+            campaign_id: self.mj_campaign_id.unwrap_or(0),
+            contact_id: self.mj_contact_id.unwrap_or(0),
+            custom_campaign: self.customcampaign,
+            custom_campaign_decoded: decoded,
+            custom_id: self.custom_id,
+            payload: self.payload,
+            blocked: self.blocked,
+            hard_bounce: self.hard_bounce,
+            error_related_to: self.error_related_to,
+            error: self.error,
+            comment: self.comment,
+            smtp_reply: self.smtp_reply,
+            url: self.url,
+            ip: self.ip,
+            geo: self.geo,
+            agent: self.agent,
+            source: self.source,
+            list_id: self.mj_list_id,
+        }
+    }
+}
+
+/// Reads an unsigned integer from a JSON integer or a decimal string. `""` and `null` mean
+/// absent. Anything else (a word, a negative number, a fraction) is an error that names it.
+fn int_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an unsigned integer, a decimal string, \"\" or null")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Reads a signed integer (Unix seconds) with the same tolerance as [`int_u64`].
+fn int_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("Unix seconds as an integer or a decimal string, \"\" or null")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Reads a boolean from `true`/`false`, `"true"`/`"false"`, `1`/`0` (number or string).
+/// `""` and `null` mean absent.
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a boolean, \"true\"/\"false\", 0/1, \"\" or null")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            match v {
+                0 => Ok(Some(false)),
+                1 => Ok(Some(true)),
+                _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(None),
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Reads free text. `null` means absent; a number or boolean is kept as its JSON text, because a
+/// `Payload` or `CustomID` that drifted to a number is still the caller's data.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string, a number, a boolean or null")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Result<Event, String> {
+        match split_body(body.as_bytes()) {
+            SplitBody::Items(mut items) if items.len() == 1 => match items.remove(0) {
+                BodyItem::Event { event, .. } => Ok(*event),
+                BodyItem::Invalid { reason, .. } => Err(reason),
+            },
+            other => panic!("expected one item, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_above_2_pow_53_stay_exact() {
+        let e =
+            one(r#"{"event":"sent","MessageID":1152921505370435123,"mj_campaign_id":5591678702}"#)
+                .unwrap();
+        assert_eq!(e.message_id, MessageId(1_152_921_505_370_435_123));
+        assert_eq!(e.campaign_id, 5_591_678_702);
+        let max = one(r#"{"event":"sent","MessageID":18446744073709551615}"#).unwrap();
+        assert_eq!(max.message_id.0, u64::MAX);
+    }
+
+    #[test]
+    fn drifted_types_are_absorbed() {
+        let e = one(
+            r#"{"event":"bounce","time":"1700000100","blocked":"true","hard_bounce":"","mj_list_id":"","MessageID":null,"email":null,"Payload":42}"#,
+        )
+        .unwrap();
+        assert_eq!(e.time, Some(1_700_000_100));
+        assert_eq!(e.blocked, Some(true));
+        assert_eq!(e.hard_bounce, None);
+        assert_eq!(e.list_id, None);
+        assert_eq!(e.message_id.0, 0);
+        assert_eq!(e.email, "");
+        assert_eq!(e.payload.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn mj_message_id_fills_in_for_a_missing_message_id() {
+        let e = one(r#"{"event":"sent","mj_message_id":"19421777835146490"}"#).unwrap();
+        assert_eq!(e.message_id.0, 19_421_777_835_146_490);
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_with_the_reason() {
+        let reason = one(r#"{"event":"open","time":"yesterday","MessageID":"abc"}"#).unwrap_err();
+        assert!(reason.contains("yesterday"), "{reason}");
+        let reason = one(r#"{"time":1}"#).unwrap_err();
+        assert!(reason.contains("missing field `event`"), "{reason}");
+        let reason = one(r#"{"event":"open","MessageID":1.5}"#).unwrap_err();
+        assert!(reason.contains("1.5"), "{reason}");
+    }
+
+    #[test]
+    fn unknown_types_are_kept() {
+        let e = one(r#"{"event":"typofix","time":1}"#).unwrap();
+        assert_eq!(e.kind, EventKind::Unknown);
+        assert_eq!(e.event_name, "typofix");
+    }
+
+    #[test]
+    fn bodies_split_by_shape() {
+        assert!(matches!(split_body(b""), SplitBody::Empty));
+        assert!(matches!(split_body(b" \r\n"), SplitBody::Empty));
+        assert!(matches!(split_body(b"[]"), SplitBody::Items(v) if v.is_empty()));
+        assert!(matches!(split_body(b"42"), SplitBody::Invalid(r) if r.contains("neither")));
+        assert!(
+            matches!(split_body(b"event=open"), SplitBody::Invalid(r) if r.contains("not valid JSON"))
+        );
+        assert!(matches!(split_body(b"{\"event\":"), SplitBody::Invalid(_)));
+        assert!(matches!(split_body(&[0xff, 0xfe]), SplitBody::Invalid(r) if r.contains("UTF-8")));
+        match split_body(br#"[{"event":"sent"}, 7, {"nope":1}]"#) {
+            SplitBody::Items(items) => {
+                assert!(matches!(
+                    items[0],
+                    BodyItem::Event {
+                        raw: r#"{"event":"sent"}"#,
+                        ..
+                    }
+                ));
+                assert!(matches!(items[1], BodyItem::Invalid { raw: "7", .. }));
+                assert!(matches!(
+                    items[2],
+                    BodyItem::Invalid {
+                        raw: r#"{"nope":1}"#,
+                        ..
+                    }
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dedup_key_ignores_fields_outside_the_identity() {
+        let a =
+            one(r#"{"event":"open","time":1,"MessageID":2,"email":"a@b","agent":"x"}"#).unwrap();
+        let b =
+            one(r#"{"agent":"y","email":"a@b","MessageID":2,"time":1,"event":"open"}"#).unwrap();
+        let c = one(r#"{"event":"open","time":2,"MessageID":2,"email":"a@b"}"#).unwrap();
+        assert_eq!(a.dedup_key(), b.dedup_key());
+        assert_ne!(a.dedup_key(), c.dedup_key());
+    }
+}

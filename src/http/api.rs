@@ -1,0 +1,207 @@
+//! The read API: `GET /api/v1/events` and `GET /api/v1/quarantine`.
+//!
+//! These answers expose recipients' addresses, so they sit behind their own bearer token
+//! (`BOUNCEWATCH_API_TOKEN`), separate from the webhook's credentials. With no token configured
+//! they answer only to loopback peers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::auth::constant_time_eq;
+use crate::journal::{EventFilter, EventPage, JournalError, QuarantineFilter, QuarantinePage};
+
+/// `[api]` in the config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer token for the read API; set it with `BOUNCEWATCH_API_TOKEN`.
+    pub token: String,
+}
+
+/// The API's access rule in checkable form.
+pub struct ApiAuth {
+    expected: Option<Vec<u8>>,
+}
+
+impl ApiAuth {
+    pub fn new(config: &ApiConfig) -> ApiAuth {
+        ApiAuth {
+            expected: (!config.token.is_empty())
+                .then(|| format!("Bearer {}", config.token).into_bytes()),
+        }
+    }
+
+    fn check(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+        match &self.expected {
+            Some(expected) => {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes())
+                    .unwrap_or(b"");
+                if constant_time_eq(expected, given) {
+                    Ok(())
+                } else {
+                    Err(ApiError {
+                        status: StatusCode::UNAUTHORIZED,
+                        message: "send Authorization: Bearer <BOUNCEWATCH_API_TOKEN>".into(),
+                        challenge: Some("Bearer"),
+                    })
+                }
+            }
+            None if peer.ip().is_loopback() => Ok(()),
+            None => Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: "without BOUNCEWATCH_API_TOKEN the API answers only on loopback".into(),
+                challenge: None,
+            }),
+        }
+    }
+}
+
+/// An API refusal: a status and a message that says what to change.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    challenge: Option<&'static str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message,
+        challenge: None,
+    }
+}
+
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> ApiError {
+        tracing::error!(error = %e, "API query failed");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+            challenge: None,
+        }
+    }
+}
+
+/// Parses the query string into `(key, value)` pairs, refusing keys the endpoint does not know,
+/// so a typo (`mesage_id=`) is an error instead of a silently unfiltered list.
+fn params(query: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        return Err(bad_request(format!(
+            "unknown parameter `{k}`; known: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(pairs)
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ApiError> {
+    value
+        .parse()
+        .map_err(|_| bad_request(format!("`{key}={value}` is not a whole number")))
+}
+
+/// Unix seconds or RFC 3339 (`2026-11-27T04:00:00Z`).
+fn instant(key: &str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = value.parse::<i64>() {
+        return Ok(secs);
+    }
+    humantime::parse_rfc3339_weak(value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .ok_or_else(|| {
+            bad_request(format!(
+                "`{key}={value}` is neither Unix seconds nor RFC 3339"
+            ))
+        })
+}
+
+const DEFAULT_LIMIT: usize = 100;
+
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
+    state.api.check(&headers, peer)?;
+    let known = [
+        "email",
+        "message_id",
+        "campaign",
+        "event",
+        "custom_id",
+        "since",
+        "until",
+        "limit",
+        "cursor",
+    ];
+    let mut f = EventFilter {
+        limit: DEFAULT_LIMIT,
+        ..Default::default()
+    };
+    for (k, v) in params(query.as_deref(), &known)? {
+        match k.as_str() {
+            "email" => f.email = Some(v),
+            "message_id" => f.message_id = Some(number(&k, &v)?),
+            "campaign" => f.campaign = Some(v),
+            "event" => f.event = Some(v),
+            "custom_id" => f.custom_id = Some(v),
+            "since" => f.since = Some(instant(&k, &v)?),
+            "until" => f.until = Some(instant(&k, &v)?),
+            "limit" => f.limit = number(&k, &v)?,
+            _ => f.before = Some(number(&k, &v)?),
+        }
+    }
+    Ok(Json(state.journal.events(f).await?))
+}
+
+pub async fn quarantine(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<QuarantinePage>, ApiError> {
+    state.api.check(&headers, peer)?;
+    let mut f = QuarantineFilter {
+        limit: DEFAULT_LIMIT,
+        before: None,
+    };
+    for (k, v) in params(query.as_deref(), &["limit", "cursor"])? {
+        match k.as_str() {
+            "limit" => f.limit = number(&k, &v)?,
+            _ => f.before = Some(number(&k, &v)?),
+        }
+    }
+    Ok(Json(state.journal.quarantined(f).await?))
+}

@@ -1,0 +1,131 @@
+//! The HTTP edge: the Mailjet webhook receiver, the read API, health and `/metrics`.
+//!
+//! The promise of the receiver: a request is answered `200` only after every event in it is
+//! committed to the journal (or was already there). A full queue or a failing disk answers
+//! `503` so that Mailjet retries; a body that is not events is quarantined, never dropped.
+
+mod api;
+mod auth;
+mod health;
+mod tls;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+use crate::config::units::SizeText;
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+
+pub use api::{ApiAuth, ApiConfig};
+pub use auth::{WebhookAuth, WebhookConfig};
+pub use tls::TlsConfig;
+
+/// `[server]` in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Loopback unless webhook credentials are configured.
+    pub listen: String,
+    /// Where the journal lives.
+    pub data_dir: PathBuf,
+    /// Bodies above this get `413`. Mailjet's v2 batches can be hundreds of KiB.
+    pub max_body: SizeText,
+    /// The answer to a body that is not events, after it is quarantined: `200` (Mailjet stops
+    /// retrying) or `400` (it retries, and each retry is quarantined again).
+    pub invalid_body_status: u16,
+    /// `Retry-After` seconds sent with a `503` when the writer queue is full.
+    pub retry_after_secs: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./bouncewatch-data"),
+            max_body: SizeText(32 << 20),
+            invalid_body_status: 200,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            key: "server.listen",
+            message: format!(
+                "`{}` is not an address:port ({e}); write e.g. \"127.0.0.1:8080\"",
+                self.listen
+            ),
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !matches!(self.invalid_body_status, 200 | 400) {
+            return Err(ConfigError::Invalid {
+                key: "server.invalid_body_status",
+                message: format!(
+                    "{} is not allowed: use 200 or 400",
+                    self.invalid_body_status
+                ),
+            });
+        }
+        if self.max_body.0 == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_body",
+                message: "must be larger than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub journal: Journal,
+    pub metrics: Arc<Metrics>,
+    pub server: ServerConfig,
+    pub webhook: auth::WebhookAuth,
+    pub api: api::ApiAuth,
+    pub quarantine_max_body: usize,
+}
+
+/// Builds the router with every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhooks/mailjet", post(webhook::receive))
+        .route("/webhooks/mailjet/{event}", post(webhook::receive))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/quarantine", get(api::quarantine))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        // The receiver enforces `server.max_body` itself, so that a 413 is counted.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+pub use tls::serve_tls;
+
+/// Serves plain HTTP on `listener` until `shutdown` resolves, then waits for in-flight requests.
+pub async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,72 @@
+//! Optional in-process TLS (rustls). Plain HTTP behind a TLS-terminating proxy stays the
+//! default; set `tls.cert` and `tls.key` (PEM files) to serve HTTPS directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// `[tls]` in the config file. Both paths or neither.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let (cert, key) = (
+            self.cert.as_os_str().is_empty(),
+            self.key.as_os_str().is_empty(),
+        );
+        if cert != key {
+            return Err(ConfigError::Invalid {
+                key: if cert { "tls.cert" } else { "tls.key" },
+                message: "set both tls.cert and tls.key, or neither for plain HTTP".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    config: &TlsConfig,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.cert, &config.key)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot load tls.cert {} / tls.key {}: {e}",
+                    config.cert.display(),
+                    config.key.display()
+                ),
+            )
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    axum_server::from_tcp_rustls(listener, rustls)?
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+}

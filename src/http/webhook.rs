@@ -1,0 +1,225 @@
+//! `POST /webhooks/mailjet[/{event}]`: the receiver.
+//!
+//! Order matters here. Credentials are checked before the body is read, so a refused body is
+//! never stored. The size limit is enforced while reading, so a 32 MiB+ body is refused without
+//! being buffered. Only then is the body parsed, journaled, and answered: `200` strictly after
+//! the commit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+use super::AppState;
+use crate::event::{BodyItem, SplitBody, split_body};
+use crate::journal::{Append, JournalError, NewEvent, NewQuarantine, now_ms};
+use crate::metrics::Unavailable;
+
+/// What the receiver tells the sender. Mailjet ignores it; people running `curl` read it.
+#[derive(Serialize)]
+struct Receipt {
+    stored: usize,
+    duplicates: usize,
+    quarantined: usize,
+}
+
+pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = handle(&state, request).await;
+    state
+        .metrics
+        .request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn handle(state: &AppState, request: Request) -> Response {
+    let received_at_ms = now_ms();
+    let (parts, body) = request.into_parts();
+    if !state.webhook.admits(&parts.headers, parts.uri.query()) {
+        state.metrics.unauthorized();
+        tracing::warn!(path = %parts.uri.path(), "webhook request refused: wrong or missing credential");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"bouncewatch\"")],
+            "unauthorized: this webhook needs the Basic credentials or token configured in bouncewatch\n",
+        )
+            .into_response();
+    }
+    let limit = state.server.max_body.0 as usize;
+    let bytes = match read_limited(body, &parts.headers, limit).await {
+        Ok(bytes) => bytes,
+        Err(response) => {
+            if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                state.metrics.too_large();
+                tracing::warn!(limit, "webhook body refused: larger than server.max_body");
+            }
+            return response;
+        }
+    };
+    let route = parts.uri.path().to_string();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let mut append = Append::default();
+    match split_body(&bytes) {
+        SplitBody::Empty => {
+            state.metrics.empty_body();
+            return (
+                StatusCode::OK,
+                "ok: empty body (test button), nothing stored\n",
+            )
+                .into_response();
+        }
+        SplitBody::Invalid(reason) => {
+            append.quarantine.push(quarantine(
+                state,
+                &reason,
+                &route,
+                &content_type,
+                &bytes,
+                received_at_ms,
+            ));
+        }
+        SplitBody::Items(items) => {
+            append.events.reserve(items.len());
+            for item in items {
+                match item {
+                    BodyItem::Event { event, raw } => {
+                        append
+                            .events
+                            .push(NewEvent::new(*event, raw.to_string(), received_at_ms));
+                    }
+                    BodyItem::Invalid { raw, reason } => {
+                        append.quarantine.push(quarantine(
+                            state,
+                            &reason,
+                            &route,
+                            &content_type,
+                            raw.as_bytes(),
+                            received_at_ms,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if append.events.is_empty() && append.quarantine.is_empty() {
+        return Json(Receipt {
+            stored: 0,
+            duplicates: 0,
+            quarantined: 0,
+        })
+        .into_response();
+    }
+
+    let kinds: Vec<_> = append.events.iter().map(|e| e.event.kind).collect();
+    let quarantined = append.quarantine.len();
+    match state.journal.append(append).await {
+        Ok(outcome) => {
+            let now = now_ms();
+            for (kind, seq) in kinds.iter().zip(&outcome.seqs) {
+                if seq.is_some() {
+                    state.metrics.stored(*kind, now);
+                }
+            }
+            let duplicates = outcome.duplicates();
+            state.metrics.duplicates(duplicates);
+            state.metrics.quarantined(quarantined);
+            let receipt = Receipt {
+                stored: kinds.len() - duplicates,
+                duplicates,
+                quarantined,
+            };
+            let status = if quarantined > 0 && state.server.invalid_body_status == 400 {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(receipt)).into_response()
+        }
+        Err(e) => unavailable(state, e),
+    }
+}
+
+/// Builds the quarantine row for `bytes`, cut to the configured size.
+fn quarantine(
+    state: &AppState,
+    reason: &str,
+    route: &str,
+    content_type: &Option<String>,
+    bytes: &[u8],
+    received_at_ms: i64,
+) -> NewQuarantine {
+    tracing::warn!(%route, reason, len = bytes.len(), "webhook body quarantined");
+    let keep = bytes.len().min(state.quarantine_max_body);
+    NewQuarantine {
+        reason: reason.to_string(),
+        route: route.to_string(),
+        content_type: content_type.clone(),
+        body: bytes[..keep].to_vec(),
+        original_len: bytes.len(),
+        received_at_ms,
+    }
+}
+
+/// Answers 503 with a `Retry-After`, so Mailjet retries instead of losing the events.
+fn unavailable(state: &AppState, e: JournalError) -> Response {
+    let (why, retry_after) = match &e {
+        JournalError::QueueFull { .. } => (Unavailable::QueueFull, state.server.retry_after_secs),
+        JournalError::Closed => (Unavailable::Closed, state.server.retry_after_secs),
+        _ => (Unavailable::Storage, 30),
+    };
+    state.metrics.unavailable(why);
+    if why != Unavailable::QueueFull {
+        tracing::error!(error = %e, "webhook answered 503: events not stored");
+    }
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("unavailable: {e}; retry later\n"),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+/// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
+async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, Response> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than the configured limit of {limit} bytes (server.max_body)\n"),
+        )
+            .into_response()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("could not read the body: {e}\n"),
+        )
+            .into_response()),
+    }
+}

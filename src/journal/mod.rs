@@ -1,0 +1,282 @@
+//! The durable log of every event and every quarantined body, in embedded SQLite.
+//!
+//! The promise: **an append is acknowledged only after the transaction holding it has
+//! committed** with `synchronous=FULL` in WAL mode, so a `200` survives `kill -9` and power
+//! loss. One writer thread owns the only write connection and does group commit: it takes
+//! everything queued, writes it in one transaction, commits once, then answers every request in
+//! the batch. Deduplication lives here too: a unique index on the event's dedup key makes a
+//! retried event a no-op that is reported back as a duplicate.
+//!
+//! When the queue is full the append fails at once with [`JournalError::QueueFull`]; when the
+//! disk fails it fails with [`JournalError::Storage`]. Callers turn both into `503`, never `200`.
+
+mod query;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::units::{DurationText, SizeText};
+use crate::event::Event;
+use crate::metrics::Metrics;
+
+pub use query::{
+    EventFilter, EventPage, QuarantineFilter, QuarantinePage, StoredEvent, StoredQuarantine,
+};
+
+/// `[journal]` in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Events and quarantined bodies older than this (by receive time) are deleted.
+    pub retention: DurationText,
+    /// Requests that may wait for the writer. Past this, appends answer `503 Retry-After`.
+    pub queue_capacity: usize,
+    /// The most events one group commit takes, so one commit never grows without bound.
+    pub max_batch_events: usize,
+    /// Quarantined bodies are stored up to this size; the rest is cut and the cut recorded.
+    pub quarantine_max_body: SizeText,
+    /// SQLite page cache of the writer connection. Bounds the journal's share of memory.
+    pub cache_size: SizeText,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            retention: DurationText::from_secs(30 * 86_400),
+            queue_capacity: 4096,
+            max_batch_events: 50_000,
+            quarantine_max_body: SizeText(1024 * 1024),
+            cache_size: SizeText(8 * 1024 * 1024),
+        }
+    }
+}
+
+/// Why an append or a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the journal writer queue is full ({capacity} requests waiting)")]
+    QueueFull { capacity: usize },
+    #[error("the journal could not commit: {0}")]
+    Storage(String),
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("cannot open the journal at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("journal query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+}
+
+/// An event ready to be written: the parsed form, its exact source text and its receive time.
+#[derive(Debug)]
+pub struct NewEvent {
+    pub event: Event,
+    pub raw: String,
+    pub received_at_ms: i64,
+    /// Computed on the request's own task, so the single writer thread only writes.
+    pub dedup_key: [u8; 16],
+}
+
+impl NewEvent {
+    pub fn new(event: Event, raw: String, received_at_ms: i64) -> NewEvent {
+        let dedup_key = event.dedup_key();
+        NewEvent {
+            event,
+            raw,
+            received_at_ms,
+            dedup_key,
+        }
+    }
+}
+
+/// A body, or one element of a body, that could not be read as an event.
+#[derive(Debug)]
+pub struct NewQuarantine {
+    pub reason: String,
+    /// The request path, so an operator can tell which callback URL sent it.
+    pub route: String,
+    pub content_type: Option<String>,
+    /// The bytes as received, already cut to `quarantine_max_body`.
+    pub body: Vec<u8>,
+    /// The length before cutting.
+    pub original_len: usize,
+    pub received_at_ms: i64,
+}
+
+/// Everything one request asks the journal to keep. It is committed all together or not at all.
+#[derive(Debug, Default)]
+pub struct Append {
+    pub events: Vec<NewEvent>,
+    pub quarantine: Vec<NewQuarantine>,
+}
+
+impl Append {
+    fn weight(&self) -> usize {
+        self.events.len() + self.quarantine.len()
+    }
+}
+
+/// What became of each event of an [`Append`], in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// `Some(seq)` for a newly stored event, `None` for a duplicate of one already stored.
+    pub seqs: Vec<Option<i64>>,
+}
+
+impl AppendOutcome {
+    pub fn duplicates(&self) -> usize {
+        self.seqs.iter().filter(|s| s.is_none()).count()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+
+/// A unit of work for the writer thread.
+enum Command {
+    Append(Append, Reply<AppendOutcome>),
+    /// A real write and commit, for `/readyz`: it proves the disk still takes a transaction.
+    Probe(Reply<()>),
+    /// Commit everything queued before this, then stop. Sent once, by [`Journal::close`].
+    Shutdown,
+}
+
+/// The handle shared by the HTTP layer. Cloning it is cheap; the writer stops when the last
+/// clone is dropped and the queue has drained.
+#[derive(Clone)]
+pub struct Journal {
+    tx: SyncSender<Command>,
+    capacity: usize,
+    /// A separate read-only connection for the query API. A `std` mutex because every use is a
+    /// short synchronous query inside `spawn_blocking`; WAL lets it read while the writer writes.
+    reader: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Journal {
+    /// Opens (or creates) `dir/journal.sqlite3` and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        config: &JournalConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Journal, JournalError> {
+        let path = dir.join("journal.sqlite3");
+        let open_err = |source| JournalError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = schema::open_writer(&path, config.cache_size.0).map_err(open_err)?;
+        let reader = schema::open_reader(&path).map_err(open_err)?;
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let state = writer::Writer::new(conn, config, metrics);
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || state.run(rx))
+            .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Journal {
+            tx,
+            capacity: config.queue_capacity.max(1),
+            reader: Arc::new(Mutex::new(reader)),
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Queues `append` and waits until it is committed. Fails at once when the queue is full.
+    pub async fn append(&self, append: Append) -> Result<AppendOutcome, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append(append, reply))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Commits a tiny write to prove the journal is writable right now.
+    pub async fn probe(&self) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Probe(reply))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    fn send(&self, command: Command) -> Result<(), JournalError> {
+        self.tx.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => JournalError::QueueFull {
+                capacity: self.capacity,
+            },
+            TrySendError::Disconnected(_) => JournalError::Closed,
+        })
+    }
+
+    /// Runs a read query on the reader connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(JournalError::from)
+        })
+        .await
+        .map_err(|e| JournalError::Storage(format!("query task failed: {e}")))?
+    }
+
+    /// Lists events, newest first, one page at a time.
+    pub async fn events(&self, filter: EventFilter) -> Result<EventPage, JournalError> {
+        self.read(move |conn| query::events(conn, &filter)).await
+    }
+
+    /// Lists quarantined bodies, newest first.
+    pub async fn quarantined(
+        &self,
+        filter: QuarantineFilter,
+    ) -> Result<QuarantinePage, JournalError> {
+        self.read(move |conn| query::quarantine(conn, &filter))
+            .await
+    }
+
+    /// Asks the writer to commit what is queued and stop, then waits for it. Appends sent after
+    /// this fail with [`JournalError::Closed`]. Blocking: call it outside the async runtime's
+    /// worker threads, or from `spawn_blocking`.
+    pub fn close(self) {
+        if self.tx.send(Command::Shutdown).is_err() {
+            tracing::debug!("journal writer already stopped");
+        }
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the journal writer thread panicked during shutdown");
+        }
+    }
+}
+
+/// Converts a `u64` id to SQLite's signed integer without loss: the bits are kept as they are,
+/// so ids above 2^63 come back exactly through [`from_sql_u64`].
+pub(crate) fn to_sql_u64(v: u64) -> i64 {
+    v as i64
+}
+
+pub(crate) fn from_sql_u64(v: i64) -> u64 {
+    v as u64
+}
+
+/// Milliseconds since the Unix epoch, the journal's receive-time unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How often the writer looks for expired rows, and how many it deletes per transaction.
+pub(crate) const RETENTION_TICK: Duration = Duration::from_secs(5);
+pub(crate) const RETENTION_BATCH: usize = 2000;

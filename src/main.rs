@@ -1,0 +1,139 @@
+//! The `bouncewatch` command line: parses arguments and wires the parts together, nothing else.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use bouncewatch::config::Config;
+use bouncewatch::http::{self, AppState};
+use bouncewatch::journal::Journal;
+use bouncewatch::metrics::Metrics;
+
+#[derive(Parser)]
+#[command(
+    name = "bouncewatch",
+    version,
+    about = "Mailjet event webhook receiver, journal and alerting"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the receiver (the default when no command is given).
+    Serve(ServeArgs),
+    /// Validate a config file and print the effective settings, secrets masked.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML config file; without it the embedded defaults apply.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory of the journal (overrides server.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    // Every TLS client and server in the process uses this one provider (see ARCHITECTURE.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { config } => check_config(config),
+    }
+}
+
+fn environment() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let loaded = Config::load(path.as_deref(), &environment())?;
+    loaded.config.validate()?;
+    let listen = loaded.config.server.listen_addr()?;
+    loaded.config.webhook.check_exposure(listen)?;
+    for var in &loaded.unknown_env {
+        eprintln!("warning: environment variable {var} matches no config key and is ignored");
+    }
+    print!("{}", loaded.config.to_masked_toml());
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let loaded = Config::load(args.config.as_deref(), &environment())?;
+    let mut config = loaded.config;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.server.data_dir = dir;
+    }
+    config.validate()?;
+    let listen = config.server.listen_addr()?;
+    config.webhook.check_exposure(listen)?;
+
+    bouncewatch::logging::init(&config.log);
+    for var in &loaded.unknown_env {
+        tracing::warn!(%var, "environment variable matches no config key and is ignored");
+    }
+    if !config.webhook.has_credentials() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the webhook accepts unauthenticated requests on a non-loopback address (webhook.allow_unauthenticated = true)");
+    }
+    tracing::debug!(config = %config.to_masked_toml(), "effective configuration");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config, listen))
+}
+
+async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create server.data_dir {}", data_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let journal = Journal::open(data_dir, &config.journal, metrics.clone())?;
+
+    let state = Arc::new(AppState {
+        journal: journal.clone(),
+        metrics,
+        server: config.server.clone(),
+        webhook: http::WebhookAuth::new(&config.webhook),
+        api: http::ApiAuth::new(&config.api),
+        quarantine_max_body: config.journal.quarantine_max_body.0 as usize,
+    });
+    let app = http::router(state);
+
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on server.listen {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let tls = config.tls.enabled();
+    tracing::info!(addr = %local, tls, data_dir = %data_dir.display(), "listening");
+
+    let served = if tls {
+        http::serve_tls(listener, &config.tls, app, bouncewatch::shutdown::signal()).await
+    } else {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        http::serve_plain(listener, app, bouncewatch::shutdown::signal()).await
+    };
+    tokio::task::spawn_blocking(move || journal.close()).await?;
+    served.context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Every signal bouncewatch exports, named once.
+//!
+//! Dashboards and alert rules depend on these names, so call sites never spell a metric name:
+//! they go through [`super::Metrics`], which renders with these constants, and the dashboard
+//! tests read this file.
+
+/// How a signal aggregates, as Prometheus' `# TYPE` line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Summary => "summary",
+        }
+    }
+}
+
+/// One exported signal: its name, its meaning and unit, its kind and the labels it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Signal {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+}
+
+pub const RECEIVER_REQUESTS: Signal = Signal {
+    name: "bouncewatch_receiver_requests_total",
+    help: "Webhook requests answered, by HTTP status.",
+    kind: Kind::Counter,
+    labels: &["status"],
+};
+
+pub const RECEIVER_EVENTS: Signal = Signal {
+    name: "bouncewatch_receiver_events_total",
+    help: "Events newly stored in the journal, by event type (duplicates excluded).",
+    kind: Kind::Counter,
+    labels: &["event"],
+};
+
+pub const RECEIVER_DUPLICATES: Signal = Signal {
+    name: "bouncewatch_receiver_duplicates_total",
+    help: "Events received again (Mailjet retries) and not stored a second time.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const RECEIVER_QUARANTINED: Signal = Signal {
+    name: "bouncewatch_receiver_quarantined_total",
+    help: "Bodies or array elements that were not events, kept in the quarantine.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const RECEIVER_UNAUTHORIZED: Signal = Signal {
+    name: "bouncewatch_receiver_unauthorized_total",
+    help: "Webhook requests refused with 401 for a wrong or missing credential.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const RECEIVER_TOO_LARGE: Signal = Signal {
+    name: "bouncewatch_receiver_body_too_large_total",
+    help: "Webhook requests refused with 413 because the body exceeded server.max_body.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const RECEIVER_UNAVAILABLE: Signal = Signal {
+    name: "bouncewatch_receiver_unavailable_total",
+    help: "Webhook requests answered 503, by reason (queue_full, storage, closed).",
+    kind: Kind::Counter,
+    labels: &["reason"],
+};
+
+pub const RECEIVER_EMPTY: Signal = Signal {
+    name: "bouncewatch_receiver_empty_bodies_total",
+    help: "Empty bodies (the Mailjet UI's test button), answered 200 and not stored.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const RECEIVER_REQUEST_DURATION: Signal = Signal {
+    name: "bouncewatch_receiver_request_duration_seconds",
+    help: "Time from request start to answer, for webhook requests, in seconds.",
+    kind: Kind::Summary,
+    labels: &[],
+};
+
+pub const RECEIVER_LAST_EVENT: Signal = Signal {
+    name: "bouncewatch_receiver_last_event_timestamp_seconds",
+    help: "Unix time at which the last event was stored.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub const JOURNAL_COMMITS: Signal = Signal {
+    name: "bouncewatch_journal_commits_total",
+    help: "Group commits of the journal writer.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const JOURNAL_COMMIT_FAILURES: Signal = Signal {
+    name: "bouncewatch_journal_commit_failures_total",
+    help: "Journal transactions that failed (disk full, I/O error); their requests got 503.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const JOURNAL_COMMIT_DURATION: Signal = Signal {
+    name: "bouncewatch_journal_commit_duration_seconds",
+    help: "Time to write and commit one group, in seconds.",
+    kind: Kind::Summary,
+    labels: &[],
+};
+
+pub const JOURNAL_BATCH_SIZE: Signal = Signal {
+    name: "bouncewatch_journal_commit_batch_events",
+    help: "Events and quarantined bodies written per group commit.",
+    kind: Kind::Summary,
+    labels: &[],
+};
+
+pub const JOURNAL_RETENTION_DELETED: Signal = Signal {
+    name: "bouncewatch_journal_retention_deleted_total",
+    help: "Rows deleted by retention.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// Every signal, in the order `/metrics` renders them.
+pub const ALL: &[Signal] = &[
+    RECEIVER_REQUESTS,
+    RECEIVER_EVENTS,
+    RECEIVER_DUPLICATES,
+    RECEIVER_QUARANTINED,
+    RECEIVER_UNAUTHORIZED,
+    RECEIVER_TOO_LARGE,
+    RECEIVER_UNAVAILABLE,
+    RECEIVER_EMPTY,
+    RECEIVER_REQUEST_DURATION,
+    RECEIVER_LAST_EVENT,
+    JOURNAL_COMMITS,
+    JOURNAL_COMMIT_FAILURES,
+    JOURNAL_COMMIT_DURATION,
+    JOURNAL_BATCH_SIZE,
+    JOURNAL_RETENTION_DELETED,
+];
