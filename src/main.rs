@@ -119,18 +119,25 @@ async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()>
     });
     let app = http::router(state);
 
+    let tls = if config.tls.enabled() {
+        Some(http::load_tls(&config.tls).await?)
+    } else {
+        None
+    };
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on server.listen {listen}"))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let tls = config.tls.enabled();
-    tracing::info!(addr = %local, tls, data_dir = %data_dir.display(), "listening");
+    tracing::info!(addr = %local, tls = tls.is_some(), data_dir = %data_dir.display(), "listening");
 
-    let served = if tls {
-        http::serve_tls(listener, &config.tls, app, bouncewatch::shutdown::signal()).await
-    } else {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        http::serve_plain(listener, app, bouncewatch::shutdown::signal()).await
+    let served = match tls {
+        Some(rustls) => {
+            http::serve_tls(listener, rustls, app, bouncewatch::shutdown::signal()).await
+        }
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            http::serve_plain(listener, app, bouncewatch::shutdown::signal()).await
+        }
     };
     tokio::task::spawn_blocking(move || journal.close()).await?;
     served.context("the HTTP server failed")?;

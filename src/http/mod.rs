@@ -114,7 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-pub use tls::serve_tls;
+pub use tls::{load as load_tls, serve_tls};
 
 /// Serves plain HTTP on `listener` until `shutdown` resolves, then waits for in-flight requests.
 pub async fn serve_plain(

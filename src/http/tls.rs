@@ -40,14 +40,11 @@ impl TlsConfig {
     }
 }
 
-/// Serves HTTPS on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve_tls(
-    listener: std::net::TcpListener,
-    config: &TlsConfig,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.cert, &config.key)
+pub use axum_server::tls_rustls::RustlsConfig;
+
+/// Reads the certificate and key, so that a bad path fails the start, before anything listens.
+pub async fn load(config: &TlsConfig) -> std::io::Result<RustlsConfig> {
+    RustlsConfig::from_pem_file(&config.cert, &config.key)
         .await
         .map_err(|e| {
             std::io::Error::new(
@@ -58,7 +55,16 @@ pub async fn serve_tls(
                     config.key.display()
                 ),
             )
-        })?;
+        })
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    rustls: RustlsConfig,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {

@@ -1,0 +1,75 @@
+//! The command line: `check-config` validates, masks secrets and names the failing key.
+
+mod common;
+
+#[test]
+fn check_config_prints_effective_settings_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bouncewatch.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:9000\"\n[webhook]\nusername = \"mj\"\n",
+    )
+    .unwrap();
+    let out = common::command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("BOUNCEWATCH_WEBHOOK_PASSWORD", "pw-from-env")
+        .env("BOUNCEWATCH_API_TOKEN", "api-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("listen = \"0.0.0.0:9000\""), "{stdout}");
+    assert!(stdout.contains("username = \"mj\""), "{stdout}");
+    assert!(
+        !stdout.contains("pw-from-env") && !stdout.contains("api-secret"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("********"), "{stdout}");
+}
+
+#[test]
+fn check_config_fails_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\ninvalid_body_status = 500\n").unwrap();
+    let out = common::command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.invalid_body_status"), "{stderr}");
+
+    let out = common::command()
+        .args(["check-config"])
+        .env("BOUNCEWATCH_SERVER_LISTEN", "0.0.0.0:8080")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "exposed without credentials must fail"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BOUNCEWATCH_WEBHOOK_USERNAME"));
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bouncewatch.example.toml");
+    let out = common::command()
+        .args(["check-config", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
