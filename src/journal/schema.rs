@@ -83,8 +83,12 @@ pub fn open_writer(path: &Path, cache_bytes: u64) -> rusqlite::Result<Connection
             "the journal was written by a newer bouncewatch (schema {version}, this one knows {SCHEMA_VERSION})"
         )));
     }
-    conn.execute_batch(SCHEMA)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // A current journal is opened without writing anything, so that a restart on a full or
+    // read-only disk still comes up and answers 503 instead of refusing connections.
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
     Ok(conn)
 }
 
