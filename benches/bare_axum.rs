@@ -1,0 +1,64 @@
+//! The ceiling of the HTTP stack: an axum server that answers `200` to
+//! `POST /webhooks/mailjet` without reading the body, parsing or journaling anything.
+//!
+//! `scripts/bench-ingest` runs it next to the real receiver in the same invocation, so the
+//! receiver's requests/s read as a fraction of what axum + hyper + tokio can do on this machine.
+//! It is built the way `bouncewatch serve` is (multi-thread runtime, `axum::serve`, graceful stop
+//! on SIGTERM), so the only difference between the two runs is the receiver's own work.
+//!
+//! The listen address comes from `BARE_LISTEN` (default `127.0.0.1:18081`).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:18081";
+
+fn main() -> anyhow::Result<()> {
+    let listen = std::env::var("BARE_LISTEN").unwrap_or_else(|_| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen.parse().with_context(|| {
+        format!("BARE_LISTEN `{listen}` is not an address: use e.g. {DEFAULT_LISTEN}")
+    })?;
+    // Same runtime as `bouncewatch serve`: one worker per core.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(listen))
+}
+
+async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+    // The handler takes no extractor, so the request body is never read: only hyper's own
+    // handling of an unread body remains, which is the floor any receiver pays.
+    let app = Router::new().route("/webhooks/mailjet", post(|| async { StatusCode::OK }));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on BARE_LISTEN {listen}: is the port in use?"))?;
+    eprintln!("bare_axum listening on {}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("the bare HTTP server failed")
+}
+
+/// Resolves on SIGTERM or Ctrl-C, as `bouncewatch`'s shutdown does.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
