@@ -362,13 +362,16 @@ async fn bodies_over_the_limit_get_413_and_are_counted() {
     assert_eq!(status, 413, "{text}");
     // Without a Content-Length (chunked), the limit is enforced while reading.
     let stream = futures_body(big.into_bytes());
+    // The server may answer 413 and close before the client has sent everything, which the
+    // client sees as a broken connection; the counter below proves the refusal either way.
     let r = client()
         .post(server.url("/webhooks/mailjet"))
         .body(stream)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
     assert_eq!(
         server
             .metric("bouncewatch_receiver_body_too_large_total")
@@ -661,4 +664,49 @@ async fn retention_deletes_events_older_than_configured() {
         200
     );
     assert!(events(&server, "").await[0]["seq"].as_i64().unwrap() > 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_index_survives_restarts_and_is_rebuilt_when_deleted() {
+    let mut server = Server::start();
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", fixture("v2/mixed-batch.json"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(events(&server, "email=bob@outlook.com").await.len(), 3);
+    let dir = server.data_dir.clone();
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        copy_dir(&dir, &data);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+
+    let data = keep.path().join("data");
+    let server = Server::start_with(Options::default().data_dir(&data));
+    assert_eq!(events(&server, "email=bob@outlook.com").await.len(), 3);
+    assert_eq!(events(&server, "campaign=spring-sale").await.len(), 9);
+    drop(server);
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("index.sqlite3{suffix}")));
+    }
+    let server = Server::start_with(Options::default().data_dir(&data));
+    assert_eq!(events(&server, "custom_id=order-2").await.len(), 3);
+    assert_eq!(events(&server, "campaign=4800001").await.len(), 9);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }

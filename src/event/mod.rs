@@ -8,7 +8,7 @@
 mod parse;
 mod rfc2047;
 
-pub use parse::{BodyItem, SplitBody, split_body};
+pub use parse::{BodyItem, SplitBody, parse_event, split_body};
 pub use rfc2047::decode as decode_rfc2047;
 
 use serde::Serialize;
@@ -124,8 +124,11 @@ impl Event {
     /// `email`, `url`). Two clicks on one link by one recipient within the same second collapse
     /// into one, which is the price of exactly-once counting across retries.
     ///
-    /// The hash is xxh3-128 over length-prefixed fields: stable across releases and platforms
-    /// (unlike std's `DefaultHasher`), so keys written by one version dedupe against the next.
+    /// Layout: the event's `time` as 4 big-endian bytes, then 12 bytes of xxh3-128 over the
+    /// length-prefixed fields. The time prefix keeps the unique index's inserts next to each
+    /// other (events arrive roughly in time order), which is what lets the journal take hundreds
+    /// of thousands of events a second; a random key made every insert touch a cold page. The
+    /// hash is stable across releases and platforms, unlike std's `DefaultHasher`.
     pub fn dedup_key(&self) -> [u8; 16] {
         let mut buf = Vec::with_capacity(96);
         let mut field = |bytes: &[u8]| {
@@ -137,6 +140,11 @@ impl Event {
         field(&self.message_id.0.to_le_bytes());
         field(self.email.as_bytes());
         field(self.url.as_deref().unwrap_or("").as_bytes());
-        xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes()
+        let hash = xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes();
+        let secs = self.time.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
+        let mut key = [0u8; 16];
+        key[..4].copy_from_slice(&secs.to_be_bytes());
+        key[4..].copy_from_slice(&hash[..12]);
+        key
     }
 }

@@ -10,11 +10,13 @@
 //! When the queue is full the append fails at once with [`JournalError::QueueFull`]; when the
 //! disk fails it fails with [`JournalError::Storage`]. Callers turn both into `503`, never `200`.
 
+mod index;
 mod query;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,6 +30,7 @@ use crate::config::units::{DurationText, SizeText};
 use crate::event::Event;
 use crate::metrics::Metrics;
 
+pub use index::{LookupKey, Progress};
 pub use query::{
     EventFilter, EventPage, QuarantineFilter, QuarantinePage, StoredEvent, StoredQuarantine,
 };
@@ -151,43 +154,90 @@ enum Command {
     Shutdown,
 }
 
-/// The handle shared by the HTTP layer. Cloning it is cheap; the writer stops when the last
-/// clone is dropped and the queue has drained.
+/// The handle shared by the HTTP layer. Cloning it is cheap; [`Journal::close`] stops it.
 #[derive(Clone)]
 pub struct Journal {
     tx: SyncSender<Command>,
     capacity: usize,
-    /// A separate read-only connection for the query API. A `std` mutex because every use is a
-    /// short synchronous query inside `spawn_blocking`; WAL lets it read while the writer writes.
+    /// A separate read-only connection for the query API, with the lookup index attached as
+    /// `idx`. A `std` mutex because every use is a short synchronous query inside
+    /// `spawn_blocking`; WAL lets it read while the writer writes.
     reader: Arc<Mutex<Connection>>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    progress: Arc<Progress>,
+    threads: Arc<Mutex<Threads>>,
 }
 
+#[derive(Default)]
+struct Threads {
+    writer: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
+}
+
+/// How long a query waits for the lookup index to reach the journal's last commit.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
 impl Journal {
-    /// Opens (or creates) `dir/journal.sqlite3` and starts the writer thread.
+    /// Opens (or creates) `dir/journal.sqlite3` and `dir/index.sqlite3`, and starts the writer
+    /// and indexer threads.
     pub fn open(
         dir: &Path,
         config: &JournalConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Journal, JournalError> {
         let path = dir.join("journal.sqlite3");
-        let open_err = |source| JournalError::Open {
-            path: path.clone(),
-            source,
+        let index_path = dir.join("index.sqlite3");
+        let open_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Open { path, source }
         };
-        let conn = schema::open_writer(&path, config.cache_size.0).map_err(open_err)?;
-        let reader = schema::open_reader(&path).map_err(open_err)?;
+        let conn = schema::open_writer(&path, config.cache_size.0).map_err(open_err(&path))?;
+        let committed: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(open_err(&path))?;
+        let index_conn = index::open(&index_path).map_err(open_err(&index_path))?;
+        let indexed = index::indexed_seq(&index_conn, committed).map_err(open_err(&index_path))?;
+        let progress = Arc::new(Progress::default());
+        progress.committed.store(committed, Ordering::Release);
+        progress.indexed.store(indexed, Ordering::Release);
+
+        let indexer = index::Indexer {
+            journal: schema::open_reader(&path).map_err(open_err(&path))?,
+            index: index_conn,
+            progress: progress.clone(),
+        };
+        let reader = schema::open_reader(&path).map_err(open_err(&path))?;
+        reader
+            .execute("ATTACH DATABASE ?1 AS idx", [index_path.to_string_lossy()])
+            .map_err(open_err(&index_path))?;
+
+        let spawn_err = |e: std::io::Error| {
+            JournalError::Storage(format!("cannot start a journal thread: {e}"))
+        };
+        let indexer = std::thread::Builder::new()
+            .name("journal-indexer".into())
+            .spawn(move || indexer.run())
+            .map_err(spawn_err)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let state = writer::Writer::new(conn, config, metrics);
-        let handle = std::thread::Builder::new()
+        let state = writer::Writer::new(
+            conn,
+            config,
+            metrics,
+            progress.clone(),
+            indexer.thread().clone(),
+        );
+        let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || state.run(rx))
-            .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
+            .map_err(spawn_err)?;
         Ok(Journal {
             tx,
             capacity: config.queue_capacity.max(1),
             reader: Arc::new(Mutex::new(reader)),
-            writer: Arc::new(Mutex::new(Some(handle))),
+            progress,
+            threads: Arc::new(Mutex::new(Threads {
+                writer: Some(writer),
+                indexer: Some(indexer),
+            })),
         })
     }
 
@@ -229,9 +279,22 @@ impl Journal {
         .map_err(|e| JournalError::Storage(format!("query task failed: {e}")))?
     }
 
-    /// Lists events, newest first, one page at a time.
+    /// Lists events, newest first, one page at a time. Waits up to two seconds for the lookup
+    /// index to include everything committed before the call, so a client reads its own writes.
     pub async fn events(&self, filter: EventFilter) -> Result<EventPage, JournalError> {
+        let target = self.progress.committed.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+        while self.progress.indexed.load(Ordering::Acquire) < target
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         self.read(move |conn| query::events(conn, &filter)).await
+    }
+
+    /// The writer's and the indexer's positions in the journal.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// Lists quarantined bodies, newest first.
@@ -243,30 +306,33 @@ impl Journal {
             .await
     }
 
-    /// Asks the writer to commit what is queued and stop, then waits for it. Appends sent after
-    /// this fail with [`JournalError::Closed`]. Blocking: call it outside the async runtime's
-    /// worker threads, or from `spawn_blocking`.
+    /// Asks the writer to commit what is queued and stop, then stops the indexer, and waits for
+    /// both. Appends sent after this fail with [`JournalError::Closed`]. Blocking: call it from
+    /// `spawn_blocking` or outside the async runtime.
     pub fn close(self) {
         if self.tx.send(Command::Shutdown).is_err() {
             tracing::debug!("journal writer already stopped");
         }
-        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle
-            && handle.join().is_err()
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(writer) = threads.writer.take()
+            && writer.join().is_err()
         {
             tracing::error!("the journal writer thread panicked during shutdown");
+        }
+        self.progress.stop.store(true, Ordering::Release);
+        if let Some(indexer) = threads.indexer.take() {
+            indexer.thread().unpark();
+            if indexer.join().is_err() {
+                tracing::error!("the journal indexer thread panicked during shutdown");
+            }
         }
     }
 }
 
 /// Converts a `u64` id to SQLite's signed integer without loss: the bits are kept as they are,
-/// so ids above 2^63 come back exactly through [`from_sql_u64`].
+/// so ids above 2^63 come back exactly with `as u64`.
 pub(crate) fn to_sql_u64(v: u64) -> i64 {
     v as i64
-}
-
-pub(crate) fn from_sql_u64(v: i64) -> u64 {
-    v as u64
 }
 
 /// Milliseconds since the Unix epoch, the journal's receive-time unit.

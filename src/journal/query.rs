@@ -1,17 +1,23 @@
 //! Read queries behind `/api/v1/events` and `/api/v1/quarantine`: newest first, cursor paged.
 //!
-//! The cursor is the last `seq` (or quarantine `id`) of the page; the next page asks for rows
-//! below it. Paging stays correct while new rows arrive, because new rows only get larger seqs.
+//! The cursor is the last `seq` (or quarantine `id`) examined; the next page asks for rows below
+//! it. Paging stays correct while new rows arrive, because new rows only get larger seqs.
+//! A filter on email, message id, custom id or campaign goes through the lookup index; the
+//! others scan the journal by `seq`. Either way every row is re-parsed from `raw` by the same
+//! parser the receiver used and checked against every filter, so the answer is exact.
 
+use rusqlite::Connection;
 use rusqlite::types::Value;
-use rusqlite::{Connection, Row};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{from_sql_u64, to_sql_u64};
+use super::index::LookupKey;
+use crate::event::{Event, parse_event};
 
 /// The most rows one page may hold.
 pub const MAX_LIMIT: usize = 1000;
+/// Candidate rows read per round trip while filling a page.
+const CHUNK: usize = 500;
 
 /// Filters of `GET /api/v1/events`; every one is optional and they combine with AND.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +36,43 @@ pub struct EventFilter {
     pub before: Option<i64>,
 }
 
-/// One stored event as the API returns it.
+impl EventFilter {
+    /// The most selective indexed filter, if any. Values the index does not hold (a zero id,
+    /// an empty string: test events) fall back to a scan.
+    fn lookup(&self) -> Option<LookupKey> {
+        let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        self.message_id
+            .filter(|&id| id != 0)
+            .map(LookupKey::MessageId)
+            .or_else(|| text(&self.custom_id).map(LookupKey::CustomId))
+            .or_else(|| text(&self.email).map(LookupKey::Email))
+            .or_else(|| {
+                text(&self.campaign)
+                    .filter(|c| c != "0")
+                    .map(LookupKey::Campaign)
+            })
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        let campaign_ok = self.campaign.as_deref().is_none_or(|c| {
+            c.parse::<u64>().is_ok_and(|id| id == e.campaign_id)
+                || e.custom_campaign.as_deref() == Some(c)
+                || e.custom_campaign_decoded.as_deref() == Some(c)
+        });
+        campaign_ok
+            && self.email.as_deref().is_none_or(|v| e.email == v)
+            && self.message_id.is_none_or(|v| e.message_id.0 == v)
+            && self.event.as_deref().is_none_or(|v| e.event_name == v)
+            && self
+                .custom_id
+                .as_deref()
+                .is_none_or(|v| e.custom_id.as_deref() == Some(v))
+            && self.since.is_none_or(|t| e.time.is_some_and(|et| et >= t))
+            && self.until.is_none_or(|t| e.time.is_some_and(|et| et <= t))
+    }
+}
+
+/// One stored event as the API returns it: the parsed fields, and `raw` exactly as received.
 #[derive(Debug, Serialize)]
 pub struct StoredEvent {
     pub seq: i64,
@@ -62,6 +104,39 @@ pub struct StoredEvent {
     pub raw: Box<RawValue>,
 }
 
+impl StoredEvent {
+    fn new(seq: i64, received_at_ms: i64, e: Event, raw: Box<RawValue>) -> StoredEvent {
+        StoredEvent {
+            seq,
+            received_at_ms,
+            event: e.event_name,
+            time: e.time,
+            message_id: e.message_id.0,
+            message_guid: e.message_guid,
+            email: e.email,
+            campaign_id: e.campaign_id,
+            contact_id: e.contact_id,
+            custom_campaign: e.custom_campaign,
+            custom_campaign_decoded: e.custom_campaign_decoded,
+            custom_id: e.custom_id,
+            payload: e.payload,
+            blocked: e.blocked,
+            hard_bounce: e.hard_bounce,
+            error_related_to: e.error_related_to,
+            error: e.error,
+            comment: e.comment,
+            smtp_reply: e.smtp_reply,
+            url: e.url,
+            ip: e.ip,
+            geo: e.geo,
+            agent: e.agent,
+            source: e.source,
+            list_id: e.list_id,
+            raw,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
@@ -69,103 +144,84 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-const EVENT_COLUMNS: &str = "seq, received_at_ms, event, time, message_id, message_guid, email, \
-    campaign_id, contact_id, custom_campaign, custom_campaign_decoded, custom_id, payload, \
-    blocked, hard_bounce, error_related_to, error, comment, smtp_reply, url, ip, geo, agent, \
-    source, list_id, raw";
-
 pub fn events(conn: &Connection, f: &EventFilter) -> rusqlite::Result<EventPage> {
-    let mut clauses: Vec<&str> = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    let mut add = |clause: &'static str, values: &[Value]| {
-        clauses.push(clause);
-        args.extend_from_slice(values);
-    };
-    if let Some(v) = &f.email {
-        add("email = ?", &[Value::Text(v.clone())]);
-    }
-    if let Some(v) = f.message_id {
-        add("message_id = ?", &[Value::Integer(to_sql_u64(v))]);
-    }
-    if let Some(v) = &f.campaign {
-        match v.parse::<u64>() {
-            Ok(id) => add("campaign_id = ?", &[Value::Integer(to_sql_u64(id))]),
-            Err(_) => add(
-                "(custom_campaign_decoded = ? OR custom_campaign = ?)",
-                &[Value::Text(v.clone()), Value::Text(v.clone())],
-            ),
-        }
-    }
-    if let Some(v) = &f.event {
-        add("event = ?", &[Value::Text(v.clone())]);
-    }
-    if let Some(v) = &f.custom_id {
-        add("custom_id = ?", &[Value::Text(v.clone())]);
-    }
-    if let Some(v) = f.since {
-        add("time >= ?", &[Value::Integer(v)]);
-    }
-    if let Some(v) = f.until {
-        add("time <= ?", &[Value::Integer(v)]);
-    }
-    if let Some(v) = f.before {
-        add("seq < ?", &[Value::Integer(v)]);
-    }
     let limit = f.limit.clamp(1, MAX_LIMIT);
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events {} ORDER BY seq DESC LIMIT {limit}",
-        if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
+    let lookup = f.lookup().map(|k| k.hash());
+    let mut page = Vec::with_capacity(limit.min(CHUNK));
+    let mut below = f.before.unwrap_or(i64::MAX);
+    loop {
+        let rows = match lookup {
+            Some(k) => lookup_chunk(conn, k, below)?,
+            None => scan_chunk(conn, f, below)?,
+        };
+        let exhausted = rows.len() < CHUNK;
+        for (seq, received_at_ms, raw) in rows {
+            below = seq;
+            let Ok(event) = parse_event(&raw) else {
+                continue;
+            };
+            if !f.matches(&event) {
+                continue;
+            }
+            let raw = RawValue::from_string(raw).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            page.push(StoredEvent::new(seq, received_at_ms, event, raw));
+            if page.len() == limit {
+                return Ok(EventPage {
+                    events: page,
+                    next_cursor: Some(seq.to_string()),
+                });
+            }
         }
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let events = stmt
-        .query_map(rusqlite::params_from_iter(args), event_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_cursor = (events.len() == limit)
-        .then(|| events.last().map(|e| e.seq.to_string()))
-        .flatten();
-    Ok(EventPage {
-        events,
-        next_cursor,
-    })
+        if exhausted {
+            return Ok(EventPage {
+                events: page,
+                next_cursor: None,
+            });
+        }
+    }
 }
 
-fn event_row(r: &Row) -> rusqlite::Result<StoredEvent> {
-    let raw: String = r.get(25)?;
-    let raw = RawValue::from_string(raw).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(25, rusqlite::types::Type::Text, Box::new(e))
+type Row = (i64, i64, String);
+
+fn lookup_chunk(conn: &Connection, k: i64, below: i64) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.seq, e.received_at_ms, e.raw FROM idx.lookup l JOIN events e ON e.seq = l.seq \
+         WHERE l.k = ?1 AND l.seq < ?2 ORDER BY l.seq DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![k, below, CHUNK as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
-    Ok(StoredEvent {
-        seq: r.get(0)?,
-        received_at_ms: r.get(1)?,
-        event: r.get(2)?,
-        time: r.get(3)?,
-        message_id: from_sql_u64(r.get(4)?),
-        message_guid: r.get(5)?,
-        email: r.get(6)?,
-        campaign_id: from_sql_u64(r.get(7)?),
-        contact_id: from_sql_u64(r.get(8)?),
-        custom_campaign: r.get(9)?,
-        custom_campaign_decoded: r.get(10)?,
-        custom_id: r.get(11)?,
-        payload: r.get(12)?,
-        blocked: r.get(13)?,
-        hard_bounce: r.get(14)?,
-        error_related_to: r.get(15)?,
-        error: r.get(16)?,
-        comment: r.get(17)?,
-        smtp_reply: r.get(18)?,
-        url: r.get(19)?,
-        ip: r.get(20)?,
-        geo: r.get(21)?,
-        agent: r.get(22)?,
-        source: r.get(23)?,
-        list_id: r.get::<_, Option<i64>>(24)?.map(from_sql_u64),
-        raw,
-    })
+    rows.collect()
+}
+
+/// Scans the journal newest first, with the filters its own columns can apply.
+fn scan_chunk(conn: &Connection, f: &EventFilter, below: i64) -> rusqlite::Result<Vec<Row>> {
+    let mut sql = String::from("SELECT seq, received_at_ms, raw FROM events WHERE seq < ?");
+    let mut args = vec![Value::Integer(below)];
+    if let Some(v) = &f.event {
+        sql.push_str(" AND event = ?");
+        args.push(Value::Text(v.clone()));
+    }
+    if let Some(v) = f.since {
+        sql.push_str(" AND time >= ?");
+        args.push(Value::Integer(v));
+    }
+    if let Some(v) = f.until {
+        sql.push_str(" AND time <= ?");
+        args.push(Value::Integer(v));
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT {CHUNK}"));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    rows.collect()
 }
 
 /// Filters of `GET /api/v1/quarantine`.

@@ -6,19 +6,23 @@
 //! back and every request in it gets the error: none of them is acknowledged.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 
 use super::{
-    Append, AppendOutcome, Command, JournalConfig, JournalError, NewEvent, NewQuarantine,
+    Append, AppendOutcome, Command, JournalConfig, JournalError, NewEvent, NewQuarantine, Progress,
     RETENTION_BATCH, RETENTION_TICK, to_sql_u64,
 };
 use crate::metrics::Metrics;
 
 pub struct Writer {
     conn: Connection,
+    progress: Arc<Progress>,
+    /// Woken after each commit that stored something, so the lookup index follows closely.
+    indexer: std::thread::Thread,
     max_batch_events: usize,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -26,9 +30,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(conn: Connection, config: &JournalConfig, metrics: Arc<Metrics>) -> Writer {
+    pub fn new(
+        conn: Connection,
+        config: &JournalConfig,
+        metrics: Arc<Metrics>,
+        progress: Arc<Progress>,
+        indexer: std::thread::Thread,
+    ) -> Writer {
         Writer {
             conn,
+            progress,
+            indexer,
             max_batch_events: config.max_batch_events.max(1),
             retention: config.retention.0,
             metrics,
@@ -86,6 +98,11 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 self.metrics.journal_commit(elapsed, events);
+                let newest = outcomes.iter().flat_map(|o| o.seqs.iter().flatten()).max();
+                if let Some(&seq) = newest {
+                    self.progress.committed.fetch_max(seq, Ordering::AcqRel);
+                    self.indexer.unpark();
+                }
                 for (command, outcome) in batch.into_iter().zip(outcomes) {
                     match command {
                         Command::Append(_, reply) => {
@@ -215,13 +232,8 @@ fn write_append(tx: &Transaction, append: &Append) -> rusqlite::Result<AppendOut
     Ok(AppendOutcome { seqs })
 }
 
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
-    dedup_key, received_at_ms, event, time, message_id, message_guid, email, campaign_id,
-    contact_id, custom_campaign, custom_campaign_decoded, custom_id, payload, blocked,
-    hard_bounce, error_related_to, error, comment, smtp_reply, url, ip, geo, agent, source,
-    list_id, raw
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-          ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)";
+const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
+    (dedup_key, received_at_ms, event, time, message_id, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine
     (received_at_ms, reason, route, content_type, body, body_len, truncated)
@@ -236,26 +248,6 @@ fn insert_event(stmt: &mut rusqlite::CachedStatement, new: &NewEvent) -> rusqlit
         e.event_name,
         e.time,
         to_sql_u64(e.message_id.0),
-        e.message_guid,
-        e.email,
-        to_sql_u64(e.campaign_id),
-        to_sql_u64(e.contact_id),
-        e.custom_campaign,
-        e.custom_campaign_decoded,
-        e.custom_id,
-        e.payload,
-        e.blocked,
-        e.hard_bounce,
-        e.error_related_to,
-        e.error,
-        e.comment,
-        e.smtp_reply,
-        e.url,
-        e.ip,
-        e.geo,
-        e.agent,
-        e.source,
-        e.list_id.map(to_sql_u64),
         new.raw,
     ])?;
     Ok(changed == 1)

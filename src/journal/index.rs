@@ -1,0 +1,292 @@
+//! The lookup index: which events carry a given email, message id, custom id or campaign.
+//!
+//! It is derived data, built after the acknowledgement so that it costs the ingest path
+//! nothing. A separate thread tails the journal by `seq` and writes `(key hash, seq)` pairs into
+//! its own SQLite file, `index.sqlite3`, with its own write lock, so it never delays a journal
+//! commit. Its progress (`indexed_seq`) is committed in the same transaction as its rows, so after
+//! a crash it resumes exactly where it stopped. Delete the file and it is rebuilt from the
+//! journal. Queries wait (briefly) for the index to reach the journal's last commit, so a reader
+//! sees its own writes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::event::{Event, parse_event};
+
+/// Rows the indexer takes from the journal per transaction.
+const INDEX_BATCH: usize = 20_000;
+/// How often entries pointing below the journal's oldest `seq` (expired by retention) are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS lookup (
+    k   INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (k, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#;
+
+/// What the writer has committed and what the indexer has caught up to, shared by both threads
+/// and the query path.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The highest `seq` committed to the journal.
+    pub committed: AtomicI64,
+    /// The highest `seq` whose lookup entries are committed to the index.
+    pub indexed: AtomicI64,
+    /// Set by `Journal::close`; the indexer finishes its batch and exits.
+    pub stop: AtomicBool,
+}
+
+/// The fields one can look an event up by. Each becomes a 64-bit hash in `lookup.k`; a match is
+/// always confirmed against the parsed event, so a hash collision costs a row read, never a
+/// wrong answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupKey {
+    Email(String),
+    MessageId(u64),
+    CustomId(String),
+    /// A campaign id (as decimal text) or a `customcampaign` name, raw or decoded. Ids and names
+    /// share one key space so that `campaign=2024` finds either.
+    Campaign(String),
+}
+
+impl LookupKey {
+    pub fn hash(&self) -> i64 {
+        let (tag, value): (u8, std::borrow::Cow<'_, str>) = match self {
+            LookupKey::Email(v) => (1, v.as_str().into()),
+            LookupKey::MessageId(v) => (2, v.to_string().into()),
+            LookupKey::CustomId(v) => (3, v.as_str().into()),
+            LookupKey::Campaign(v) => (4, v.as_str().into()),
+        };
+        let mut buf = Vec::with_capacity(value.len() + 1);
+        buf.push(tag);
+        buf.extend_from_slice(value.as_bytes());
+        xxhash_rust::xxh3::xxh3_64(&buf) as i64
+    }
+
+    /// Every key an event can be found by. Empty values and zero ids are not indexed.
+    pub fn of(event: &Event) -> Vec<LookupKey> {
+        let mut keys = Vec::with_capacity(5);
+        if !event.email.is_empty() {
+            keys.push(LookupKey::Email(event.email.clone()));
+        }
+        if event.message_id.0 != 0 {
+            keys.push(LookupKey::MessageId(event.message_id.0));
+        }
+        if let Some(id) = event.custom_id.as_deref().filter(|s| !s.is_empty()) {
+            keys.push(LookupKey::CustomId(id.to_string()));
+        }
+        if event.campaign_id != 0 {
+            keys.push(LookupKey::Campaign(event.campaign_id.to_string()));
+        }
+        for name in [&event.custom_campaign, &event.custom_campaign_decoded]
+            .into_iter()
+            .flatten()
+        {
+            let key = LookupKey::Campaign(name.clone());
+            if !name.is_empty() && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
+/// Opens (or creates) the index file. `synchronous=NORMAL`: losing the last index transactions
+/// in a power cut only means re-indexing them from the journal, which holds the truth.
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -8192)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Reads the index's progress, resetting the index if it is ahead of the journal (a journal
+/// restored from an older copy): then it is rebuilt from scratch.
+pub fn indexed_seq(index: &Connection, journal_max: i64) -> rusqlite::Result<i64> {
+    let seq: i64 = index
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'indexed_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if seq > journal_max {
+        tracing::warn!(
+            seq,
+            journal_max,
+            "lookup index is ahead of the journal; rebuilding it"
+        );
+        index.execute_batch("DELETE FROM lookup; DELETE FROM meta;")?;
+        return Ok(0);
+    }
+    Ok(seq)
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19). The index is derived work: when
+/// the cores are busy, acknowledging events comes first, and the index catches up after.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; on Linux,
+        // PRIO_PROCESS with a thread id changes only that thread.
+        let result = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+        };
+        if result != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the indexer's priority");
+        }
+    }
+}
+
+/// The indexer thread's state.
+pub struct Indexer {
+    pub journal: Connection,
+    pub index: Connection,
+    pub progress: Arc<Progress>,
+}
+
+impl Indexer {
+    /// Tails the journal until `progress.stop` is set. Errors (a full disk under the index) are
+    /// logged and retried: the journal, and so every acknowledged event, is unaffected.
+    pub fn run(mut self) {
+        lower_thread_priority();
+        let mut next_purge = Instant::now();
+        let mut failing = false;
+        while !self.progress.stop.load(Ordering::Acquire) {
+            match self.step() {
+                Ok(0) => {
+                    failing = false;
+                    if Instant::now() >= next_purge {
+                        if let Err(e) = self.purge_expired() {
+                            tracing::warn!(error = %e, "lookup index purge failed; will retry");
+                        }
+                        next_purge = Instant::now() + PURGE_EVERY;
+                    }
+                    std::thread::park_timeout(Duration::from_millis(500));
+                }
+                Ok(_) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "lookup index update failed; queries may lag until it recovers");
+                    }
+                    failing = true;
+                    std::thread::park_timeout(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Indexes the next batch of journal rows; returns how many it took.
+    fn step(&mut self) -> rusqlite::Result<usize> {
+        let from = self.progress.indexed.load(Ordering::Acquire);
+        let mut rows: Vec<(i64, String)> = Vec::new();
+        {
+            let mut stmt = self.journal.prepare_cached(
+                "SELECT seq, raw FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mapped = stmt.query_map(params![from, INDEX_BATCH as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            for row in mapped {
+                rows.push(row?);
+            }
+        }
+        let Some(&(last, _)) = rows.last() else {
+            return Ok(0);
+        };
+        // Sorted inserts walk the B-tree once from left to right instead of touching a random
+        // page per entry: several times less work for the same rows.
+        let mut entries: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 4);
+        for (seq, raw) in &rows {
+            // Rows in the journal were parsed before they were stored; a row that no longer
+            // parses (a parser change) is simply not findable by field.
+            let Ok(event) = parse_event(raw) else {
+                continue;
+            };
+            entries.extend(LookupKey::of(&event).iter().map(|key| (key.hash(), *seq)));
+        }
+        entries.sort_unstable();
+        entries.dedup();
+        let tx = self.index.transaction()?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO lookup (k, seq) VALUES (?1, ?2)")?;
+            for (k, seq) in &entries {
+                insert.execute(params![k, seq])?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('indexed_seq', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [last],
+            )?;
+        }
+        tx.commit()?;
+        self.progress.indexed.store(last, Ordering::Release);
+        Ok(rows.len())
+    }
+
+    /// Drops entries whose events retention has deleted.
+    fn purge_expired(&mut self) -> rusqlite::Result<()> {
+        let oldest: Option<i64> =
+            self.journal
+                .query_row("SELECT min(seq) FROM events", [], |r| r.get(0))?;
+        let below = oldest.unwrap_or_else(|| self.progress.indexed.load(Ordering::Acquire) + 1);
+        let deleted = self
+            .index
+            .execute("DELETE FROM lookup WHERE seq < ?1", [below])?;
+        if deleted > 0 {
+            tracing::debug!(deleted, "purged lookup entries of expired events");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+
+    #[test]
+    fn every_findable_field_gets_a_key_and_empty_ones_do_not() {
+        let e = parse_event(
+            r#"{"event":"sent","MessageID":5,"email":"a@b.c","CustomID":"o-1","mj_campaign_id":7,"customcampaign":"=?utf-8?Q?caf=C3=A9?="}"#,
+        )
+        .unwrap();
+        let keys = LookupKey::of(&e);
+        assert_eq!(
+            keys,
+            vec![
+                LookupKey::Email("a@b.c".into()),
+                LookupKey::MessageId(5),
+                LookupKey::CustomId("o-1".into()),
+                LookupKey::Campaign("7".into()),
+                LookupKey::Campaign("=?utf-8?Q?caf=C3=A9?=".into()),
+                LookupKey::Campaign("café".into()),
+            ]
+        );
+        let test_event = parse_event(
+            r#"{"event":"bounce","MessageID":0,"email":"","CustomID":"","mj_campaign_id":0}"#,
+        )
+        .unwrap();
+        assert!(LookupKey::of(&test_event).is_empty());
+        assert_ne!(
+            LookupKey::Email("x".into()).hash(),
+            LookupKey::CustomId("x".into()).hash()
+        );
+    }
+}
