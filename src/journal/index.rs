@@ -1,9 +1,9 @@
 //! The lookup index: which events carry a given email, message id, custom id or campaign.
 //!
-//! It is derived data, built after the acknowledgement so that it costs the ingest path
-//! nothing. A separate thread tails the journal by `seq` and writes `(key hash, seq)` pairs into
-//! its own SQLite file, `index.sqlite3`, with its own write lock, so it never delays a journal
-//! commit. Its progress (`indexed_seq`) is committed in the same transaction as its rows, so after
+//! It is derived data, built after the acknowledgement so that it stays off the ingest path. A
+//! separate thread tails the journal by `seq`, every half second or when a query is waiting for
+//! it, and writes `(key hash, seq)` pairs into its own SQLite file, `index.sqlite3`, with its own
+//! write lock, so it never holds up a journal commit. Its progress (`indexed_seq`) is committed in the same transaction as its rows, so after
 //! a crash it resumes exactly where it stopped. Delete the file and it is rebuilt from the
 //! journal. Queries wait (briefly) for the index to reach the journal's last commit, so a reader
 //! sees its own writes.
@@ -136,17 +136,15 @@ pub fn indexed_seq(index: &Connection, journal_max: i64) -> rusqlite::Result<i64
     Ok(seq)
 }
 
-/// Gives the calling thread the lowest CPU priority (nice 19). The index is derived work: when
-/// the cores are busy, acknowledging events comes first, and the index catches up after.
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only on a core nothing else
+/// wants. The index is derived work: acknowledging events comes first, and the index catches
+/// up in the gaps.
 fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid and setpriority take and return plain integers; on Linux,
-        // PRIO_PROCESS with a thread id changes only that thread.
-        let result = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 19)
-        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads `param` and changes only the calling thread (pid 0).
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         if result != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the indexer's priority");
         }

@@ -21,8 +21,6 @@ use crate::metrics::Metrics;
 pub struct Writer {
     conn: Connection,
     progress: Arc<Progress>,
-    /// Woken after each commit that stored something, so the lookup index follows closely.
-    indexer: std::thread::Thread,
     max_batch_events: usize,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -35,12 +33,10 @@ impl Writer {
         config: &JournalConfig,
         metrics: Arc<Metrics>,
         progress: Arc<Progress>,
-        indexer: std::thread::Thread,
     ) -> Writer {
         Writer {
             conn,
             progress,
-            indexer,
             max_batch_events: config.max_batch_events.max(1),
             retention: config.retention.0,
             metrics,
@@ -101,7 +97,6 @@ impl Writer {
                 let newest = outcomes.iter().flat_map(|o| o.seqs.iter().flatten()).max();
                 if let Some(&seq) = newest {
                     self.progress.committed.fetch_max(seq, Ordering::AcqRel);
-                    self.indexer.unpark();
                 }
                 for (command, outcome) in batch.into_iter().zip(outcomes) {
                     match command {
