@@ -276,12 +276,15 @@ fn stored_counts(dir: &Path) -> HashMap<u64, usize> {
         .prepare("SELECT message_id, raw FROM events")
         .expect("prepare");
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .expect("query events");
     let mut counts = HashMap::new();
     for row in rows {
         let (column, raw) = row.expect("row");
-        let id = column as u64;
+        // The view's `message_id` is the JSON text of the id: exact at any size.
+        let id: u64 = column
+            .parse()
+            .expect("message_id column is an unsigned integer");
         let raw: serde_json::Value = serde_json::from_str(&raw).expect("raw column is JSON");
         assert_eq!(
             raw["MessageID"].as_u64(),

@@ -233,11 +233,15 @@ fn stored_counts(dir: &Path) -> HashMap<u64, usize> {
         .prepare("SELECT message_id FROM events")
         .expect("prepare");
     let ids = stmt
-        .query_map([], |r| r.get::<_, i64>(0))
+        .query_map([], |r| r.get::<_, String>(0))
         .expect("query events");
     let mut counts = HashMap::new();
     for id in ids {
-        *counts.entry(id.expect("row") as u64).or_insert(0) += 1;
+        let id: u64 = id
+            .expect("row")
+            .parse()
+            .expect("message_id is an unsigned integer");
+        *counts.entry(id).or_insert(0) += 1;
     }
     counts
 }

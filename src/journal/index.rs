@@ -192,31 +192,24 @@ impl Indexer {
     /// Indexes the next batch of journal rows; returns how many it took.
     fn step(&mut self) -> rusqlite::Result<usize> {
         let from = self.progress.indexed.load(Ordering::Acquire);
-        let mut rows: Vec<(i64, String)> = Vec::new();
-        {
-            let mut stmt = self.journal.prepare_cached(
-                "SELECT seq, raw FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let mapped = stmt.query_map(params![from, INDEX_BATCH as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            for row in mapped {
-                rows.push(row?);
-            }
-        }
-        let Some(&(last, _)) = rows.last() else {
+        let rows = super::chunks::forward(&self.journal, from, INDEX_BATCH)?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
             return Ok(0);
         };
         // Sorted inserts walk the B-tree once from left to right instead of touching a random
         // page per entry: several times less work for the same rows.
         let mut entries: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 4);
-        for (seq, raw) in &rows {
+        for row in &rows {
             // Rows in the journal were parsed before they were stored; a row that no longer
             // parses (a parser change) is simply not findable by field.
-            let Ok(event) = parse_event(raw) else {
+            let Ok(event) = parse_event(&row.raw) else {
                 continue;
             };
-            entries.extend(LookupKey::of(&event).iter().map(|key| (key.hash(), *seq)));
+            entries.extend(
+                LookupKey::of(&event)
+                    .iter()
+                    .map(|key| (key.hash(), row.seq)),
+            );
         }
         entries.sort_unstable();
         entries.dedup();
@@ -242,7 +235,7 @@ impl Indexer {
     fn purge_expired(&mut self) -> rusqlite::Result<()> {
         let oldest: Option<i64> =
             self.journal
-                .query_row("SELECT min(seq) FROM events", [], |r| r.get(0))?;
+                .query_row("SELECT min(first_seq) FROM chunks", [], |r| r.get(0))?;
         let below = oldest.unwrap_or_else(|| self.progress.indexed.load(Ordering::Acquire) + 1);
         let deleted = self
             .index

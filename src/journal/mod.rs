@@ -10,6 +10,7 @@
 //! When the queue is full the append fails at once with [`JournalError::QueueFull`]; when the
 //! disk fails it fails with [`JournalError::Storage`]. Callers turn both into `503`, never `200`.
 
+mod chunks;
 mod index;
 mod query;
 mod schema;
@@ -194,9 +195,8 @@ impl Journal {
             move |source| JournalError::Open { path, source }
         };
         let conn = schema::open_writer(&path, config.cache_size.0).map_err(open_err(&path))?;
-        let committed: i64 = conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
-            .map_err(open_err(&path))?;
+        let next_seq = schema::next_seq(&conn).map_err(open_err(&path))?;
+        let committed = next_seq - 1;
         let index_conn = index::open(&index_path).map_err(open_err(&index_path))?;
         let indexed = index::indexed_seq(&index_conn, committed).map_err(open_err(&index_path))?;
         let progress = Arc::new(Progress::default());
@@ -221,7 +221,7 @@ impl Journal {
             .spawn(move || indexer.run())
             .map_err(spawn_err)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let state = writer::Writer::new(conn, config, metrics, progress.clone());
+        let state = writer::Writer::new(conn, config, metrics, progress.clone(), next_seq);
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || state.run(rx))
@@ -328,12 +328,6 @@ impl Journal {
             }
         }
     }
-}
-
-/// Converts a `u64` id to SQLite's signed integer without loss: the bits are kept as they are,
-/// so ids above 2^63 come back exactly with `as u64`.
-pub(crate) fn to_sql_u64(v: u64) -> i64 {
-    v as i64
 }
 
 /// Milliseconds since the Unix epoch, the journal's receive-time unit.

@@ -7,10 +7,10 @@
 //! parser the receiver used and checked against every filter, so the answer is exact.
 
 use rusqlite::Connection;
-use rusqlite::types::Value;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::chunks::{self, StoredRaw};
 use super::index::LookupKey;
 use crate::event::{Event, parse_event};
 
@@ -150,13 +150,16 @@ pub fn events(conn: &Connection, f: &EventFilter) -> rusqlite::Result<EventPage>
     let mut page = Vec::with_capacity(limit.min(CHUNK));
     let mut below = f.before.unwrap_or(i64::MAX);
     loop {
-        let rows = match lookup {
-            Some(k) => lookup_chunk(conn, k, below)?,
-            None => scan_chunk(conn, f, below)?,
+        let candidates = match lookup {
+            Some(k) => lookup_candidates(conn, k, below)?,
+            None => scan_candidates(conn, below)?,
         };
-        let exhausted = rows.len() < CHUNK;
-        for (seq, received_at_ms, raw) in rows {
-            below = seq;
+        for StoredRaw {
+            seq,
+            received_at_ms,
+            raw,
+        } in candidates.rows
+        {
             let Ok(event) = parse_event(&raw) else {
                 continue;
             };
@@ -178,50 +181,52 @@ pub fn events(conn: &Connection, f: &EventFilter) -> rusqlite::Result<EventPage>
                 });
             }
         }
-        if exhausted {
-            return Ok(EventPage {
-                events: page,
-                next_cursor: None,
-            });
+        match candidates.next_below {
+            Some(next) => below = next,
+            None => {
+                return Ok(EventPage {
+                    events: page,
+                    next_cursor: None,
+                });
+            }
         }
     }
 }
 
-type Row = (i64, i64, String);
-
-fn lookup_chunk(conn: &Connection, k: i64, below: i64) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.seq, e.received_at_ms, e.raw FROM idx.lookup l JOIN events e ON e.seq = l.seq \
-         WHERE l.k = ?1 AND l.seq < ?2 ORDER BY l.seq DESC LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![k, below, CHUNK as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
-    rows.collect()
+/// One round of candidate rows, and where the next round starts (`None`: nothing older).
+struct Candidates {
+    rows: Vec<StoredRaw>,
+    next_below: Option<i64>,
 }
 
-/// Scans the journal newest first, with the filters its own columns can apply.
-fn scan_chunk(conn: &Connection, f: &EventFilter, below: i64) -> rusqlite::Result<Vec<Row>> {
-    let mut sql = String::from("SELECT seq, received_at_ms, raw FROM events WHERE seq < ?");
-    let mut args = vec![Value::Integer(below)];
-    if let Some(v) = &f.event {
-        sql.push_str(" AND event = ?");
-        args.push(Value::Text(v.clone()));
-    }
-    if let Some(v) = f.since {
-        sql.push_str(" AND time >= ?");
-        args.push(Value::Integer(v));
-    }
-    if let Some(v) = f.until {
-        sql.push_str(" AND time <= ?");
-        args.push(Value::Integer(v));
-    }
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT {CHUNK}"));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
-    rows.collect()
+/// The next events in the journal, newest first.
+fn scan_candidates(conn: &Connection, below: i64) -> rusqlite::Result<Candidates> {
+    let rows = chunks::backward(conn, below, CHUNK)?;
+    let next_below = (rows.len() == CHUNK)
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    Ok(Candidates { rows, next_below })
+}
+
+/// The next events the lookup index points at, newest first. An entry whose event retention
+/// has deleted is skipped by `by_seqs`.
+fn lookup_candidates(conn: &Connection, k: i64, below: i64) -> rusqlite::Result<Candidates> {
+    let seqs = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq FROM idx.lookup WHERE k = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        )?;
+        stmt.query_map(rusqlite::params![k, below, CHUNK as i64], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let next_below = (seqs.len() == CHUNK)
+        .then(|| seqs.last().copied())
+        .flatten();
+    Ok(Candidates {
+        rows: chunks::by_seqs(conn, &seqs)?,
+        next_below,
+    })
 }
 
 /// Filters of `GET /api/v1/quarantine`.

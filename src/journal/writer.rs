@@ -3,7 +3,11 @@
 //! Each turn takes the first queued command, then everything else already queued (up to
 //! `max_batch_events`), writes it all in one transaction and commits once. Only after `COMMIT`
 //! returns does any request in the batch get its answer. If the transaction fails, it is rolled
-//! back and every request in it gets the error: none of them is acknowledged.
+//! back, the sequence numbers it would have used are given back, and every request in it gets
+//! the error: none of them is acknowledged.
+//!
+//! Within the transaction each event first claims its dedup key; the new ones get the next
+//! sequence numbers and are appended, in order, to chunk rows (see `chunks.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,14 +17,16 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 
 use super::{
-    Append, AppendOutcome, Command, JournalConfig, JournalError, NewEvent, NewQuarantine, Progress,
-    RETENTION_BATCH, RETENTION_TICK, to_sql_u64,
+    AppendOutcome, Command, JournalConfig, JournalError, NewEvent, NewQuarantine, Progress,
+    RETENTION_BATCH, RETENTION_TICK,
 };
 use crate::metrics::Metrics;
 
 pub struct Writer {
     conn: Connection,
     progress: Arc<Progress>,
+    /// The `seq` the next stored event gets. Advanced only when a commit succeeds.
+    next_seq: i64,
     max_batch_events: usize,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -33,10 +39,12 @@ impl Writer {
         config: &JournalConfig,
         metrics: Arc<Metrics>,
         progress: Arc<Progress>,
+        next_seq: i64,
     ) -> Writer {
         Writer {
             conn,
             progress,
+            next_seq,
             max_batch_events: config.max_batch_events.max(1),
             retention: config.retention.0,
             metrics,
@@ -89,14 +97,16 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<Command>) {
         let started = Instant::now();
         let events: usize = batch.iter().map(Command::weight).sum();
-        let result = write_all(&mut self.conn, &batch);
+        let result = write_all(&mut self.conn, &batch, self.next_seq);
         let elapsed = started.elapsed();
         match result {
-            Ok(outcomes) => {
+            Ok((outcomes, next_seq)) => {
                 self.metrics.journal_commit(elapsed, events);
-                let newest = outcomes.iter().flat_map(|o| o.seqs.iter().flatten()).max();
-                if let Some(&seq) = newest {
-                    self.progress.committed.fetch_max(seq, Ordering::AcqRel);
+                if next_seq > self.next_seq {
+                    self.next_seq = next_seq;
+                    self.progress
+                        .committed
+                        .store(next_seq - 1, Ordering::Release);
                 }
                 for (command, outcome) in batch.into_iter().zip(outcomes) {
                     match command {
@@ -139,12 +149,34 @@ impl Writer {
     /// never holds the write lock long enough to stall ingest.
     fn retention_step(&mut self) {
         let cutoff = super::now_ms() - self.retention.as_millis() as i64;
-        let result = (|| -> rusqlite::Result<usize> {
+        let next_seq = self.next_seq;
+        // Returns (events and quarantined bodies deleted, whether any row at all was deleted).
+        let result = (|| -> rusqlite::Result<(usize, bool)> {
             let tx = self.conn.transaction()?;
-            let events = tx.execute(
-                "DELETE FROM events WHERE seq IN \
-                 (SELECT seq FROM events WHERE received_at_ms < ?1 ORDER BY seq LIMIT ?2)",
-                params![cutoff, RETENTION_BATCH as i64],
+            let counts: Vec<i64> = tx
+                .prepare(
+                    "DELETE FROM chunks WHERE first_seq IN \
+                     (SELECT first_seq FROM chunks WHERE received_at_ms < ?1 ORDER BY first_seq LIMIT ?2) \
+                     RETURNING count",
+                )?
+                .query_map(params![cutoff, RETENTION_BATCH as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if !counts.is_empty() {
+                // With every chunk gone, this is what keeps `seq` from starting over.
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [next_seq.to_string()],
+                )?;
+            }
+            // Dedup keys lead with the event time, so the old ones form a prefix range; a key is
+            // kept while it was received within retention, whatever its event time says.
+            let cutoff_prefix =
+                ((cutoff / 1000).clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes();
+            let keys = tx.execute(
+                "DELETE FROM dedup WHERE key IN \
+                 (SELECT key FROM dedup WHERE key < ?1 AND received_at_ms < ?2 LIMIT ?3)",
+                params![&cutoff_prefix[..], cutoff, RETENTION_BATCH as i64],
             )?;
             let quarantined = tx.execute(
                 "DELETE FROM quarantine WHERE id IN \
@@ -152,10 +184,14 @@ impl Writer {
                 params![cutoff, RETENTION_BATCH as i64],
             )?;
             tx.commit()?;
-            Ok(events + quarantined)
+            let events: i64 = counts.iter().sum();
+            Ok((
+                events as usize + quarantined,
+                !counts.is_empty() || keys > 0 || quarantined > 0,
+            ))
         })();
         match result {
-            Ok(deleted) if deleted > 0 => {
+            Ok((deleted, true)) => {
                 tracing::debug!(deleted, "retention deleted expired rows");
                 self.metrics.retention_deleted(deleted);
                 // More may be waiting: come back after the next batch, not after a full tick.
@@ -183,69 +219,124 @@ impl Command {
     }
 }
 
-/// Writes every command of the batch in one transaction and commits it.
-fn write_all(conn: &mut Connection, batch: &[Command]) -> rusqlite::Result<Vec<AppendOutcome>> {
+/// Writes every command of the batch in one transaction and commits it. Returns each
+/// command's outcome and the `seq` the next event will get.
+fn write_all(
+    conn: &mut Connection,
+    batch: &[Command],
+    next_seq: i64,
+) -> rusqlite::Result<(Vec<AppendOutcome>, i64)> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut chunks = ChunkBuilder::new(next_seq);
     let mut outcomes = Vec::with_capacity(batch.len());
-    for command in batch {
-        match command {
-            Command::Append(append, _) => outcomes.push(write_append(&tx, append)?),
-            Command::Probe(_) => {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('probe', ?1) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [super::now_ms().to_string()],
-                )?;
-                outcomes.push(AppendOutcome { seqs: Vec::new() });
+    {
+        let mut claim = tx.prepare_cached(CLAIM_KEY)?;
+        for command in batch {
+            match command {
+                Command::Append(append, _) => {
+                    let mut seqs = Vec::with_capacity(append.events.len());
+                    for new in &append.events {
+                        let fresh =
+                            claim.execute(params![&new.dedup_key[..], new.received_at_ms])? == 1;
+                        seqs.push(fresh.then(|| chunks.push(&tx, new)).transpose()?);
+                    }
+                    insert_quarantine_rows(&tx, &append.quarantine)?;
+                    outcomes.push(AppendOutcome { seqs });
+                }
+                Command::Probe(_) => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('probe', ?1) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [super::now_ms().to_string()],
+                    )?;
+                    outcomes.push(AppendOutcome { seqs: Vec::new() });
+                }
+                Command::Shutdown => outcomes.push(AppendOutcome { seqs: Vec::new() }),
             }
-            Command::Shutdown => outcomes.push(AppendOutcome { seqs: Vec::new() }),
         }
     }
+    let next_seq = chunks.finish(&tx)?;
     tx.commit()?;
-    Ok(outcomes)
+    Ok((outcomes, next_seq))
 }
 
-fn write_append(tx: &Transaction, append: &Append) -> rusqlite::Result<AppendOutcome> {
-    let mut seqs = Vec::with_capacity(append.events.len());
-    if !append.events.is_empty() {
-        let mut insert = tx.prepare_cached(INSERT_EVENT)?;
-        for new in &append.events {
-            let inserted = insert_event(&mut insert, new)?;
-            seqs.push(if inserted {
-                Some(tx.last_insert_rowid())
-            } else {
-                None
-            });
-        }
-    }
-    if !append.quarantine.is_empty() {
-        let mut insert = tx.prepare_cached(INSERT_QUARANTINE)?;
-        for q in &append.quarantine {
-            insert_quarantine(&mut insert, q)?;
-        }
-    }
-    Ok(AppendOutcome { seqs })
+/// Claims an event's dedup key; one changed row means the event is new.
+const CLAIM_KEY: &str = "INSERT OR IGNORE INTO dedup (key, received_at_ms) VALUES (?1, ?2)";
+
+const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, ?3, ?4)";
+
+/// Collects new events into chunk rows: a JSON array of their raw objects, cut at
+/// [`super::chunks::MAX_CHUNK_BYTES`] so that reading one event never loads a huge row.
+struct ChunkBuilder {
+    next_seq: i64,
+    first_seq: i64,
+    count: i64,
+    received_at_ms: i64,
+    text: String,
 }
 
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
-    (dedup_key, received_at_ms, event, time, message_id, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+impl ChunkBuilder {
+    fn new(next_seq: i64) -> ChunkBuilder {
+        ChunkBuilder {
+            next_seq,
+            first_seq: next_seq,
+            count: 0,
+            received_at_ms: i64::MAX,
+            text: String::new(),
+        }
+    }
+
+    /// Appends one event and returns its `seq`.
+    fn push(&mut self, tx: &Transaction, new: &NewEvent) -> rusqlite::Result<i64> {
+        if self.count > 0 && self.text.len() + new.raw.len() > super::chunks::MAX_CHUNK_BYTES {
+            self.flush(tx)?;
+        }
+        self.text.push(if self.count == 0 { '[' } else { ',' });
+        self.text.push_str(&new.raw);
+        self.received_at_ms = self.received_at_ms.min(new.received_at_ms);
+        self.count += 1;
+        self.next_seq += 1;
+        Ok(self.next_seq - 1)
+    }
+
+    fn flush(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        self.text.push(']');
+        tx.prepare_cached(INSERT_CHUNK)?.execute(params![
+            self.first_seq,
+            self.count,
+            self.received_at_ms,
+            self.text
+        ])?;
+        self.text.clear();
+        self.first_seq = self.next_seq;
+        self.count = 0;
+        self.received_at_ms = i64::MAX;
+        Ok(())
+    }
+
+    fn finish(mut self, tx: &Transaction) -> rusqlite::Result<i64> {
+        self.flush(tx)?;
+        Ok(self.next_seq)
+    }
+}
 
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine
     (received_at_ms, reason, route, content_type, body, body_len, truncated)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-/// Inserts one event unless its dedup key is already stored; returns whether it was new.
-fn insert_event(stmt: &mut rusqlite::CachedStatement, new: &NewEvent) -> rusqlite::Result<bool> {
-    let e = &new.event;
-    let changed = stmt.execute(params![
-        &new.dedup_key[..],
-        new.received_at_ms,
-        e.event_name,
-        e.time,
-        to_sql_u64(e.message_id.0),
-        new.raw,
-    ])?;
-    Ok(changed == 1)
+fn insert_quarantine_rows(tx: &Transaction, rows: &[NewQuarantine]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(INSERT_QUARANTINE)?;
+    for q in rows {
+        insert_quarantine(&mut insert, q)?;
+    }
+    Ok(())
 }
 
 fn insert_quarantine(

@@ -131,7 +131,7 @@ pub const JOURNAL_BATCH_SIZE: Signal = Signal {
 
 pub const JOURNAL_RETENTION_DELETED: Signal = Signal {
     name: "bouncewatch_journal_retention_deleted_total",
-    help: "Rows deleted by retention.",
+    help: "Events and quarantined bodies deleted by retention.",
     kind: Kind::Counter,
     labels: &[],
 };

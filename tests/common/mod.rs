@@ -277,3 +277,18 @@ pub fn open_journal(data_dir: &Path) -> rusqlite::Connection {
     )
     .expect("open journal")
 }
+
+/// Every stored event's `MessageID`, read from the journal file through its `events` view and
+/// parsed from the raw JSON, so ids above 2^63 are exact.
+pub fn stored_message_ids(data_dir: &Path) -> Vec<u64> {
+    let conn = open_journal(data_dir);
+    let mut stmt = conn.prepare("SELECT raw FROM events").expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query events")
+        .map(|raw| {
+            let raw: serde_json::Value =
+                serde_json::from_str(&raw.expect("row")).expect("raw is JSON");
+            raw["MessageID"].as_u64().expect("MessageID")
+        })
+        .collect()
+}
