@@ -130,21 +130,38 @@ impl Event {
     /// of thousands of events a second; a random key made every insert touch a cold page. The
     /// hash is stable across releases and platforms, unlike std's `DefaultHasher`.
     pub fn dedup_key(&self) -> [u8; 16] {
-        let mut buf = Vec::with_capacity(96);
-        let mut field = |bytes: &[u8]| {
-            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            buf.extend_from_slice(bytes);
-        };
-        field(self.event_name.as_bytes());
-        field(&self.time.unwrap_or(i64::MIN).to_le_bytes());
-        field(&self.message_id.0.to_le_bytes());
-        field(self.email.as_bytes());
-        field(self.url.as_deref().unwrap_or("").as_bytes());
-        let hash = xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes();
-        let secs = self.time.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
-        let mut key = [0u8; 16];
-        key[..4].copy_from_slice(&secs.to_be_bytes());
-        key[4..].copy_from_slice(&hash[..12]);
-        key
+        dedup_key(
+            &self.event_name,
+            self.time,
+            self.message_id.0,
+            &self.email,
+            self.url.as_deref().unwrap_or(""),
+        )
     }
+}
+
+/// The key behind [`Event::dedup_key`], from the five fields that identify an occurrence.
+pub(crate) fn dedup_key(
+    event_name: &str,
+    time: Option<i64>,
+    message_id: u64,
+    email: &str,
+    url: &str,
+) -> [u8; 16] {
+    let mut buf = Vec::with_capacity(64 + email.len() + url.len());
+    let mut field = |bytes: &[u8]| {
+        buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        buf.extend_from_slice(bytes);
+    };
+    field(event_name.as_bytes());
+    field(&time.unwrap_or(i64::MIN).to_le_bytes());
+    field(&message_id.to_le_bytes());
+    field(email.as_bytes());
+    field(url.as_bytes());
+    let hash = xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes();
+    let secs = time.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&secs.to_be_bytes());
+    key[4..].copy_from_slice(&hash[..12]);
+    key
 }

@@ -4,6 +4,7 @@
 //! [`BodyItem::Invalid`] carrying its raw text and a reason, so the caller can quarantine it.
 //! Nothing is dropped here. Integers are read as exact `u64`/`i64` and never through a float.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -27,8 +28,16 @@ pub enum SplitBody<'a> {
 /// One element of a body.
 #[derive(Debug)]
 pub enum BodyItem<'a> {
-    Event { event: Box<Event>, raw: &'a str },
-    Invalid { raw: &'a str, reason: String },
+    /// A valid event: what the receiver needs to store and count it, and its exact text.
+    Event {
+        kind: EventKind,
+        dedup_key: [u8; 16],
+        raw: &'a str,
+    },
+    Invalid {
+        raw: &'a str,
+        reason: String,
+    },
 }
 
 /// Splits and parses a body. Whatever the Content-Type said, the bytes are read as JSON.
@@ -59,11 +68,15 @@ pub fn split_body(body: &[u8]) -> SplitBody<'_> {
     }
 }
 
-/// Parses one event object's text, as stored in the journal's `raw` column.
+/// Parses one event object's text, as stored in the journal.
 pub fn parse_event(text: &str) -> Result<Event, String> {
     serde_json::from_str::<Wire>(text)
         .map(Wire::into_event)
-        .map_err(|e| format!("event object rejected: {e}"))
+        .map_err(reject)
+}
+
+fn reject(e: serde_json::Error) -> String {
+    format!("event object rejected: {e}")
 }
 
 fn parse_item(raw: &RawValue) -> BodyItem<'_> {
@@ -74,20 +87,27 @@ fn parse_item(raw: &RawValue) -> BodyItem<'_> {
             reason: "array element is not an event object".to_string(),
         };
     }
-    match parse_event(text) {
-        Ok(event) => BodyItem::Event {
-            event: Box::new(event),
+    // The same full, typed parse as `parse_event`, so exactly the same objects are accepted,
+    // but borrowing its strings: the receiver keeps only the kind and the dedup key.
+    match serde_json::from_str::<Wire>(text) {
+        Ok(wire) => BodyItem::Event {
+            kind: EventKind::from_name(&wire.event),
+            dedup_key: wire.dedup_key(),
             raw: text,
         },
-        Err(reason) => BodyItem::Invalid { raw: text, reason },
+        Err(e) => BodyItem::Invalid {
+            raw: text,
+            reason: reject(e),
+        },
     }
 }
 
 /// The payload as Mailjet spells it. Every field but `event` is optional, and every non-string
 /// field goes through a tolerant reader.
 #[derive(Deserialize)]
-struct Wire {
-    event: String,
+struct Wire<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
     #[serde(default, deserialize_with = "int_i64")]
     time: Option<i64>,
     #[serde(rename = "MessageID", default, deserialize_with = "int_u64")]
@@ -95,76 +115,87 @@ struct Wire {
     /// Deprecated string copy of `MessageID`; used only when `MessageID` is absent.
     #[serde(default, deserialize_with = "int_u64")]
     mj_message_id: Option<u64>,
-    #[serde(rename = "Message_GUID", default, deserialize_with = "text")]
-    message_guid: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    email: Option<String>,
+    #[serde(rename = "Message_GUID", borrow, default, deserialize_with = "text")]
+    message_guid: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    email: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "int_u64")]
     mj_campaign_id: Option<u64>,
     #[serde(default, deserialize_with = "int_u64")]
     mj_contact_id: Option<u64>,
-    #[serde(default, deserialize_with = "text")]
-    customcampaign: Option<String>,
-    #[serde(rename = "CustomID", default, deserialize_with = "text")]
-    custom_id: Option<String>,
-    #[serde(rename = "Payload", default, deserialize_with = "text")]
-    payload: Option<String>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    customcampaign: Option<Cow<'a, str>>,
+    #[serde(rename = "CustomID", borrow, default, deserialize_with = "text")]
+    custom_id: Option<Cow<'a, str>>,
+    #[serde(rename = "Payload", borrow, default, deserialize_with = "text")]
+    payload: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "boolean")]
     blocked: Option<bool>,
     #[serde(default, deserialize_with = "boolean")]
     hard_bounce: Option<bool>,
-    #[serde(default, deserialize_with = "text")]
-    error_related_to: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    error: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    comment: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    smtp_reply: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    url: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    ip: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    geo: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    agent: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    source: Option<String>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    error_related_to: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    error: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    comment: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    smtp_reply: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    geo: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    source: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "int_u64")]
     mj_list_id: Option<u64>,
 }
 
-impl Wire {
+impl Wire<'_> {
+    fn dedup_key(&self) -> [u8; 16] {
+        super::dedup_key(
+            &self.event,
+            self.time,
+            self.message_id.or(self.mj_message_id).unwrap_or(0),
+            self.email.as_deref().unwrap_or(""),
+            self.url.as_deref().unwrap_or(""),
+        )
+    }
+
     fn into_event(self) -> Event {
+        let own = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned);
         let decoded = self
             .customcampaign
             .as_deref()
             .map(|raw| decode_rfc2047(raw).into_owned());
         Event {
             kind: EventKind::from_name(&self.event),
-            event_name: self.event,
+            event_name: self.event.into_owned(),
             time: self.time,
             message_id: MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0)),
-            message_guid: self.message_guid,
-            email: self.email.unwrap_or_default(),
+            message_guid: own(self.message_guid),
+            email: own(self.email).unwrap_or_default(),
             campaign_id: self.mj_campaign_id.unwrap_or(0),
             contact_id: self.mj_contact_id.unwrap_or(0),
-            custom_campaign: self.customcampaign,
+            custom_campaign: own(self.customcampaign),
             custom_campaign_decoded: decoded,
-            custom_id: self.custom_id,
-            payload: self.payload,
+            custom_id: own(self.custom_id),
+            payload: own(self.payload),
             blocked: self.blocked,
             hard_bounce: self.hard_bounce,
-            error_related_to: self.error_related_to,
-            error: self.error,
-            comment: self.comment,
-            smtp_reply: self.smtp_reply,
-            url: self.url,
-            ip: self.ip,
-            geo: self.geo,
-            agent: self.agent,
-            source: self.source,
+            error_related_to: own(self.error_related_to),
+            error: own(self.error),
+            comment: own(self.comment),
+            smtp_reply: own(self.smtp_reply),
+            url: own(self.url),
+            ip: own(self.ip),
+            geo: own(self.geo),
+            agent: own(self.agent),
+            source: own(self.source),
             list_id: self.mj_list_id,
         }
     }
@@ -290,32 +321,36 @@ fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     d.deserialize_any(V)
 }
 
-/// Reads free text. `null` means absent; a number or boolean is kept as its JSON text, because a
-/// `Payload` or `CustomID` that drifted to a number is still the caller's data.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// Reads free text, borrowing it from the body when it has no escapes. `null` means absent; a
+/// number or boolean is kept as its JSON text, because a `Payload` or `CustomID` that drifted to
+/// a number is still the caller's data.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
-        type Value = Option<String>;
+        type Value = Option<Cow<'de, str>>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a string, a number, a boolean or null")
         }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
+            Ok(Some(Cow::Owned(v.to_owned())))
         }
         fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
+            Ok(Some(Cow::Owned(v)))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -337,7 +372,11 @@ mod tests {
     fn one(body: &str) -> Result<Event, String> {
         match split_body(body.as_bytes()) {
             SplitBody::Items(mut items) if items.len() == 1 => match items.remove(0) {
-                BodyItem::Event { event, .. } => Ok(*event),
+                BodyItem::Event { raw, dedup_key, .. } => {
+                    let event = parse_event(raw).expect("accepted items parse");
+                    assert_eq!(event.dedup_key(), dedup_key, "one definition of the key");
+                    Ok(event)
+                }
                 BodyItem::Invalid { reason, .. } => Err(reason),
             },
             other => panic!("expected one item, got {other:?}"),

@@ -70,6 +70,7 @@ async fn handle(state: &AppState, request: Request) -> Response {
         .map(str::to_string);
 
     let mut append = Append::default();
+    let mut kinds = Vec::new();
     match split_body(&bytes) {
         SplitBody::Empty => {
             state.metrics.empty_body();
@@ -91,12 +92,22 @@ async fn handle(state: &AppState, request: Request) -> Response {
         }
         SplitBody::Items(items) => {
             append.events.reserve(items.len());
+            kinds.reserve(items.len());
             for item in items {
                 match item {
-                    BodyItem::Event { event, raw } => {
-                        append
-                            .events
-                            .push(NewEvent::new(*event, raw.to_string(), received_at_ms));
+                    BodyItem::Event {
+                        kind,
+                        dedup_key,
+                        raw,
+                    } => {
+                        // `raw` is a slice of `bytes`: keep its position, not a copy.
+                        let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
+                        append.events.push(NewEvent {
+                            range: start..start + raw.len(),
+                            dedup_key,
+                            received_at_ms,
+                        });
+                        kinds.push(kind);
                     }
                     BodyItem::Invalid { raw, reason } => {
                         append.quarantine.push(quarantine(
@@ -120,8 +131,8 @@ async fn handle(state: &AppState, request: Request) -> Response {
         })
         .into_response();
     }
+    append.body = bytes;
 
-    let kinds: Vec<_> = append.events.iter().map(|e| e.event.kind).collect();
     let quarantined = append.quarantine.len();
     match state.journal.append(append).await {
         Ok(outcome) => {

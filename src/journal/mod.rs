@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::units::{DurationText, SizeText};
-use crate::event::Event;
 use crate::metrics::Metrics;
 
 pub use index::{LookupKey, Progress};
@@ -82,26 +81,16 @@ pub enum JournalError {
     Query(#[from] rusqlite::Error),
 }
 
-/// An event ready to be written: the parsed form, its exact source text and its receive time.
+/// An event ready to be written: where its exact text sits in the request body, its dedup key
+/// and its receive time. The body itself travels once, in [`Append::body`], so the request's
+/// bytes reach the chunk row without a copy per event.
 #[derive(Debug)]
 pub struct NewEvent {
-    pub event: Event,
-    pub raw: String,
-    pub received_at_ms: i64,
+    /// Byte range of the event's JSON object in [`Append::body`].
+    pub range: std::ops::Range<usize>,
     /// Computed on the request's own task, so the single writer thread only writes.
     pub dedup_key: [u8; 16],
-}
-
-impl NewEvent {
-    pub fn new(event: Event, raw: String, received_at_ms: i64) -> NewEvent {
-        let dedup_key = event.dedup_key();
-        NewEvent {
-            event,
-            raw,
-            received_at_ms,
-            dedup_key,
-        }
-    }
+    pub received_at_ms: i64,
 }
 
 /// A body, or one element of a body, that could not be read as an event.
@@ -121,10 +110,12 @@ pub struct NewQuarantine {
 /// Everything one request asks the journal to keep. It is committed all together or not at all.
 #[derive(Debug, Default)]
 pub struct Append {
+    /// The request body the events' ranges point into. Its text is valid UTF-8 (the receiver
+    /// checked) and each range is one JSON object.
+    pub body: bytes::Bytes,
     pub events: Vec<NewEvent>,
     pub quarantine: Vec<NewQuarantine>,
 }
-
 impl Append {
     fn weight(&self) -> usize {
         self.events.len() + self.quarantine.len()

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 
 use super::{
-    AppendOutcome, Command, JournalConfig, JournalError, NewEvent, NewQuarantine, Progress,
-    RETENTION_BATCH, RETENTION_TICK,
+    AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
+    RETENTION_TICK,
 };
 use crate::metrics::Metrics;
 
@@ -238,7 +238,12 @@ fn write_all(
                     for new in &append.events {
                         let fresh =
                             claim.execute(params![&new.dedup_key[..], new.received_at_ms])? == 1;
-                        seqs.push(fresh.then(|| chunks.push(&tx, new)).transpose()?);
+                        let raw = append.body.get(new.range.clone()).unwrap_or_default();
+                        seqs.push(
+                            fresh
+                                .then(|| chunks.push(&tx, raw, new.received_at_ms))
+                                .transpose()?,
+                        );
                     }
                     insert_quarantine_rows(&tx, &append.quarantine)?;
                     outcomes.push(AppendOutcome { seqs });
@@ -273,7 +278,8 @@ struct ChunkBuilder {
     first_seq: i64,
     count: i64,
     received_at_ms: i64,
-    text: String,
+    /// JSON text, kept as bytes: every piece is a UTF-8 slice of a checked body.
+    text: Vec<u8>,
 }
 
 impl ChunkBuilder {
@@ -283,18 +289,18 @@ impl ChunkBuilder {
             first_seq: next_seq,
             count: 0,
             received_at_ms: i64::MAX,
-            text: String::new(),
+            text: Vec::new(),
         }
     }
 
-    /// Appends one event and returns its `seq`.
-    fn push(&mut self, tx: &Transaction, new: &NewEvent) -> rusqlite::Result<i64> {
-        if self.count > 0 && self.text.len() + new.raw.len() > super::chunks::MAX_CHUNK_BYTES {
+    /// Appends one event's raw JSON and returns its `seq`.
+    fn push(&mut self, tx: &Transaction, raw: &[u8], received_at_ms: i64) -> rusqlite::Result<i64> {
+        if self.count > 0 && self.text.len() + raw.len() > super::chunks::MAX_CHUNK_BYTES {
             self.flush(tx)?;
         }
-        self.text.push(if self.count == 0 { '[' } else { ',' });
-        self.text.push_str(&new.raw);
-        self.received_at_ms = self.received_at_ms.min(new.received_at_ms);
+        self.text.push(if self.count == 0 { b'[' } else { b',' });
+        self.text.extend_from_slice(raw);
+        self.received_at_ms = self.received_at_ms.min(received_at_ms);
         self.count += 1;
         self.next_seq += 1;
         Ok(self.next_seq - 1)
@@ -304,12 +310,14 @@ impl ChunkBuilder {
         if self.count == 0 {
             return Ok(());
         }
-        self.text.push(']');
+        self.text.push(b']');
+        let text =
+            rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(&self.text));
         tx.prepare_cached(INSERT_CHUNK)?.execute(params![
             self.first_seq,
             self.count,
             self.received_at_ms,
-            self.text
+            text
         ])?;
         self.text.clear();
         self.first_seq = self.next_seq;
