@@ -656,7 +656,9 @@ async fn retention_deletes_events_older_than_configured() {
         10.0
     );
     // The dedup keys expired with their events: the same batch is new again.
-    let (status, text) = server.post("/webhooks/mailjet", fixture("v2/mixed-batch.json")).await;
+    let (status, text) = server
+        .post("/webhooks/mailjet", fixture("v2/mixed-batch.json"))
+        .await;
     assert_eq!(status, 200);
     assert!(text.contains("\"stored\":9"), "{text}");
     // Sequence numbers keep growing after the table was emptied: the pipeline tails them.
