@@ -146,7 +146,8 @@ impl Writer {
     }
 
     /// Deletes at most one batch of expired rows, in its own short transaction, so retention
-    /// never holds the write lock long enough to stall ingest.
+    /// never holds the write lock long enough to stall ingest. Receive time grows with `seq`,
+    /// so each step looks only at the oldest rows: its cost does not grow with the journal.
     fn retention_step(&mut self) {
         let cutoff = super::now_ms() - self.retention.as_millis() as i64;
         let next_seq = self.next_seq;
@@ -155,9 +156,9 @@ impl Writer {
             let tx = self.conn.transaction()?;
             let counts: Vec<i64> = tx
                 .prepare(
-                    "DELETE FROM chunks WHERE first_seq IN \
-                     (SELECT first_seq FROM chunks WHERE received_at_ms < ?1 ORDER BY first_seq LIMIT ?2) \
-                     RETURNING count",
+                    "DELETE FROM chunks WHERE first_seq IN (SELECT first_seq FROM \
+                     (SELECT first_seq, received_at_ms FROM chunks ORDER BY first_seq LIMIT ?2) \
+                     WHERE received_at_ms < ?1) RETURNING count",
                 )?
                 .query_map(params![cutoff, RETENTION_BATCH as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -169,18 +170,22 @@ impl Writer {
                     [next_seq.to_string()],
                 )?;
             }
-            // Dedup keys lead with the event time, so the old ones form a prefix range; a key is
-            // kept while it was received within retention, whatever its event time says.
-            let cutoff_prefix =
-                ((cutoff / 1000).clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes();
+            // A dedup key lives exactly as long as its event: everything below the oldest
+            // remaining chunk goes, found through the index on `seq`.
+            let oldest: i64 = tx.query_row(
+                "SELECT coalesce(min(first_seq), ?1) FROM chunks",
+                [next_seq],
+                |r| r.get(0),
+            )?;
             let keys = tx.execute(
                 "DELETE FROM dedup WHERE key IN \
-                 (SELECT key FROM dedup WHERE key < ?1 AND received_at_ms < ?2 LIMIT ?3)",
-                params![&cutoff_prefix[..], cutoff, RETENTION_BATCH as i64],
+                 (SELECT key FROM dedup WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
+                params![oldest, RETENTION_BATCH as i64],
             )?;
             let quarantined = tx.execute(
-                "DELETE FROM quarantine WHERE id IN \
-                 (SELECT id FROM quarantine WHERE received_at_ms < ?1 ORDER BY id LIMIT ?2)",
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM \
+                 (SELECT id, received_at_ms FROM quarantine ORDER BY id LIMIT ?2) \
+                 WHERE received_at_ms < ?1)",
                 params![cutoff, RETENTION_BATCH as i64],
             )?;
             tx.commit()?;
@@ -237,7 +242,7 @@ fn write_all(
                     let mut seqs = Vec::with_capacity(append.events.len());
                     for new in &append.events {
                         let fresh =
-                            claim.execute(params![&new.dedup_key[..], new.received_at_ms])? == 1;
+                            claim.execute(params![&new.dedup_key[..], chunks.next_seq])? == 1;
                         let raw = append.body.get(new.range.clone()).unwrap_or_default();
                         seqs.push(
                             fresh
@@ -265,8 +270,8 @@ fn write_all(
     Ok((outcomes, next_seq))
 }
 
-/// Claims an event's dedup key; one changed row means the event is new.
-const CLAIM_KEY: &str = "INSERT OR IGNORE INTO dedup (key, received_at_ms) VALUES (?1, ?2)";
+/// Claims an event's dedup key for the `seq` it will get; one changed row means it is new.
+const CLAIM_KEY: &str = "INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)";
 
 const INSERT_CHUNK: &str =
     "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, ?3, ?4)";
