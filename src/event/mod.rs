@@ -83,12 +83,15 @@ pub struct MessageId(pub u64);
 /// One event as Mailjet described it, with the type drift already resolved.
 ///
 /// Optional text fields are `None` when the key was absent or `null`, and `Some("")` when Mailjet
-/// sent an empty string, so the stored row says what arrived.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// sent an empty string, so the stored row says what arrived. It serializes as the API shows
+/// it: `event` is the name as received, ids are exact integers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Event {
     /// Parsed `event`; `Unknown` keeps its original spelling in `event_name`.
+    #[serde(skip)]
     pub kind: EventKind,
     /// The `event` string exactly as received.
+    #[serde(rename = "event")]
     pub event_name: String,
     /// Mailjet's `time`, Unix seconds. `None` only when the key was absent.
     pub time: Option<i64>,

@@ -201,6 +201,22 @@ impl Wire<'_> {
     }
 }
 
+/// The part every tolerant reader shares: `null` (and an absent value) means absent, and a
+/// present value is read by the visitor's own methods.
+macro_rules! null_is_absent {
+    () => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    };
+}
+
 /// Reads an unsigned integer from a JSON integer or a decimal string. `""` and `null` mean
 /// absent. Anything else (a word, a negative number, a fraction) is an error that names it.
 fn int_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -227,15 +243,7 @@ fn int_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
                 .map(Some)
                 .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
+        null_is_absent!();
     }
     d.deserialize_any(V)
 }
@@ -265,15 +273,7 @@ fn int_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
                 .map(Some)
                 .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
+        null_is_absent!();
     }
     d.deserialize_any(V)
 }
@@ -308,15 +308,7 @@ fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
                 _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
             }
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
+        null_is_absent!();
     }
     d.deserialize_any(V)
 }
@@ -352,15 +344,7 @@ fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Err
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
             Ok(Some(Cow::Owned(v.to_string())))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
+        null_is_absent!();
     }
     d.deserialize_any(V)
 }

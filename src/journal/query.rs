@@ -72,69 +72,16 @@ impl EventFilter {
     }
 }
 
-/// One stored event as the API returns it: the parsed fields, and `raw` exactly as received.
+/// One stored event as the API returns it: its position, its parsed fields, and `raw` exactly
+/// as received.
 #[derive(Debug, Serialize)]
 pub struct StoredEvent {
     pub seq: i64,
     pub received_at_ms: i64,
-    pub event: String,
-    pub time: Option<i64>,
-    pub message_id: u64,
-    pub message_guid: Option<String>,
-    pub email: String,
-    pub campaign_id: u64,
-    pub contact_id: u64,
-    pub custom_campaign: Option<String>,
-    pub custom_campaign_decoded: Option<String>,
-    pub custom_id: Option<String>,
-    pub payload: Option<String>,
-    pub blocked: Option<bool>,
-    pub hard_bounce: Option<bool>,
-    pub error_related_to: Option<String>,
-    pub error: Option<String>,
-    pub comment: Option<String>,
-    pub smtp_reply: Option<String>,
-    pub url: Option<String>,
-    pub ip: Option<String>,
-    pub geo: Option<String>,
-    pub agent: Option<String>,
-    pub source: Option<String>,
-    pub list_id: Option<u64>,
+    #[serde(flatten)]
+    pub event: Event,
     /// The event object exactly as Mailjet sent it.
     pub raw: Box<RawValue>,
-}
-
-impl StoredEvent {
-    fn new(seq: i64, received_at_ms: i64, e: Event, raw: Box<RawValue>) -> StoredEvent {
-        StoredEvent {
-            seq,
-            received_at_ms,
-            event: e.event_name,
-            time: e.time,
-            message_id: e.message_id.0,
-            message_guid: e.message_guid,
-            email: e.email,
-            campaign_id: e.campaign_id,
-            contact_id: e.contact_id,
-            custom_campaign: e.custom_campaign,
-            custom_campaign_decoded: e.custom_campaign_decoded,
-            custom_id: e.custom_id,
-            payload: e.payload,
-            blocked: e.blocked,
-            hard_bounce: e.hard_bounce,
-            error_related_to: e.error_related_to,
-            error: e.error,
-            comment: e.comment,
-            smtp_reply: e.smtp_reply,
-            url: e.url,
-            ip: e.ip,
-            geo: e.geo,
-            agent: e.agent,
-            source: e.source,
-            list_id: e.list_id,
-            raw,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -173,7 +120,12 @@ pub fn events(conn: &Connection, f: &EventFilter) -> rusqlite::Result<EventPage>
                     Box::new(e),
                 )
             })?;
-            page.push(StoredEvent::new(seq, received_at_ms, event, raw));
+            page.push(StoredEvent {
+                seq,
+                received_at_ms,
+                event,
+                raw,
+            });
             if page.len() == limit {
                 return Ok(EventPage {
                     events: page,
