@@ -16,4 +16,5 @@ pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod shutdown;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
 use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
+use crate::pipeline::ProvidersConfig;
 
 /// The prefix of every environment variable that sets a config key.
 pub const ENV_PREFIX: &str = "BOUNCEWATCH_";
@@ -32,6 +33,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub journal: JournalConfig,
     pub log: LogConfig,
+    /// Domain → provider overrides, e.g. `"example.com" = "google"`.
+    pub providers: ProvidersConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,7 @@ impl Config {
         self.server.validate()?;
         self.webhook.validate()?;
         self.tls.validate()?;
+        self.providers.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -270,6 +274,27 @@ mod tests {
         std::fs::write(&path, "[webhook]\npasword = \"x\"\n").unwrap();
         let e = Config::load(Some(&path), &env(&[])).unwrap_err();
         assert!(e.to_string().contains("pasword"), "{e}");
+    }
+
+    #[test]
+    fn provider_overrides_load_and_unknown_providers_name_the_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[providers]\n\"acme.io\" = \"google\"\n").unwrap();
+        let c = Config::load(Some(&path), &env(&[])).unwrap().config;
+        c.validate().unwrap();
+        let classifier = crate::pipeline::Classifier::new(&c.providers).unwrap();
+        assert_eq!(
+            classifier.classify("a@acme.io"),
+            crate::pipeline::Provider::Google
+        );
+        std::fs::write(&path, "[providers]\n\"acme.io\" = \"altavista\"\n").unwrap();
+        let e = Config::load(Some(&path), &env(&[]))
+            .unwrap()
+            .config
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("config `providers`"), "{e}");
     }
 
     #[test]
