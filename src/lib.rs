@@ -18,3 +18,4 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod shutdown;
+pub mod windows;

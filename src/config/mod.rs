@@ -17,6 +17,7 @@ use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
 use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
 use crate::pipeline::ProvidersConfig;
+use crate::windows::WindowsConfig;
 
 /// The prefix of every environment variable that sets a config key.
 pub const ENV_PREFIX: &str = "BOUNCEWATCH_";
@@ -35,6 +36,7 @@ pub struct Config {
     pub log: LogConfig,
     /// Domain → provider overrides, e.g. `"example.com" = "google"`.
     pub providers: ProvidersConfig,
+    pub windows: WindowsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,7 @@ impl Config {
         self.webhook.validate()?;
         self.tls.validate()?;
         self.providers.validate()?;
+        self.windows.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -207,6 +210,14 @@ fn env_value(text: &str, default: &toml::Value) -> Result<toml::Value, String> {
             .parse()
             .map(toml::Value::Integer)
             .map_err(|_| format!("`{text}` is not an integer")),
+        // A list is written comma-separated: BOUNCEWATCH_WINDOWS_WINDOWS=5m,1h,24h
+        toml::Value::Array(_) => Ok(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_string()))
+                .collect(),
+        )),
         _ => Ok(toml::Value::String(text.to_string())),
     }
 }
@@ -247,6 +258,7 @@ mod tests {
                 ("BOUNCEWATCH_WEBHOOK_PASSWORD", "s3cret"),
                 ("BOUNCEWATCH_WEBHOOK_ALLOW_UNAUTHENTICATED", "true"),
                 ("BOUNCEWATCH_JOURNAL_RETENTION", "2d"),
+                ("BOUNCEWATCH_WINDOWS_WINDOWS", "15m, 6h"),
                 ("BOUNCEWATCH_TYPO_KEY", "x"),
                 ("HOME", "/root"),
             ]),
@@ -258,6 +270,8 @@ mod tests {
         assert!(c.webhook.allow_unauthenticated);
         assert_eq!(c.journal.queue_capacity, 7);
         assert_eq!(c.journal.retention.0.as_secs(), 2 * 86_400);
+        assert_eq!(c.windows.longest_minutes(), 6 * 60);
+        assert_eq!(c.windows.windows.len(), 2);
         assert_eq!(loaded.unknown_env, vec!["BOUNCEWATCH_TYPO_KEY".to_string()]);
     }
 

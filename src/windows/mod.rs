@@ -1,0 +1,270 @@
+//! Sliding windows: counts per event type in time buckets, for four scopes.
+//!
+//! Every event counts under `global`, its provider, its campaign, and campaign × provider. The
+//! buckets go by **event time** (Mailjet's `time`), so retries and late complaints land in the
+//! minute they happened. An event from the future (past `now + future_tolerance`) is clamped to
+//! `now`; an event older than the longest window counts in the totals only, and as late.
+//!
+//! The clock is an argument, never read here, so the same code runs live and in backtests.
+//! Memory follows activity ([`series`]), and keys idle for longer than the longest window are
+//! evicted by [`Windows::evict_idle`].
+
+pub mod rate;
+pub mod series;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+use crate::config::units::DurationText;
+use crate::event::Event;
+use crate::pipeline::Provider;
+pub use rate::{Counts, Rate, RateKind};
+use series::Series;
+
+/// `[windows]` in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowsConfig {
+    /// The windows rates are computed over. Up to an hour they are exact to the minute.
+    pub windows: Vec<DurationText>,
+    /// How far ahead of the clock an event's time may be before it is clamped to now.
+    pub future_tolerance: DurationText,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig {
+            windows: vec![
+                DurationText::from_secs(5 * 60),
+                DurationText::from_secs(3600),
+                DurationText::from_secs(24 * 3600),
+            ],
+            future_tolerance: DurationText::from_secs(5 * 60),
+        }
+    }
+}
+
+impl WindowsConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.windows.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "windows.windows",
+                message: "list at least one window, e.g. [\"5m\", \"1h\", \"24h\"]".into(),
+            });
+        }
+        if let Some(w) = self
+            .windows
+            .iter()
+            .find(|w| w.0.as_secs() < 60 || w.0.as_secs() % 60 != 0)
+        {
+            return Err(ConfigError::Invalid {
+                key: "windows.windows",
+                message: format!("{w} is not a whole number of minutes (buckets are one minute)"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The longest window, in minutes: how long buckets are kept.
+    pub fn longest_minutes(&self) -> u32 {
+        self.windows
+            .iter()
+            .map(|w| (w.0.as_secs() / 60) as u32)
+            .max()
+            .unwrap_or(60)
+    }
+}
+
+/// The campaign an event belongs to: `mj_campaign_id`, or, when that is 0, the decoded
+/// `customcampaign` name, so transactional streams tagged by name get their own series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum CampaignKey {
+    Id(u64),
+    Name(String),
+    /// Neither an id nor a name.
+    None,
+}
+
+impl CampaignKey {
+    pub fn of(event: &Event) -> CampaignKey {
+        if event.campaign_id != 0 {
+            return CampaignKey::Id(event.campaign_id);
+        }
+        match event.custom_campaign_decoded.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => CampaignKey::Name(name.to_string()),
+            _ => CampaignKey::None,
+        }
+    }
+}
+
+impl fmt::Display for CampaignKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            CampaignKey::Id(id) => write!(f, "{id}"),
+            CampaignKey::Name(name) => f.write_str(name),
+            CampaignKey::None => f.write_str("none"),
+        }
+    }
+}
+
+/// The four scopes a key can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Global,
+    Provider,
+    Campaign,
+    CampaignProvider,
+}
+
+/// One series' identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Global,
+    Provider(Provider),
+    Campaign(CampaignKey),
+    CampaignProvider(CampaignKey, Provider),
+}
+
+impl Key {
+    pub fn scope(&self) -> Scope {
+        match self {
+            Key::Global => Scope::Global,
+            Key::Provider(_) => Scope::Provider,
+            Key::Campaign(_) => Scope::Campaign,
+            Key::CampaignProvider(..) => Scope::CampaignProvider,
+        }
+    }
+}
+
+/// Where an event went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Counted in the windows, in its own minute.
+    InWindow,
+    /// Its time was ahead of the clock by more than the tolerance: counted at `now`.
+    Clamped,
+    /// Older than the longest window: counted in the totals only.
+    Late,
+}
+
+/// All series, and the all-time totals.
+#[derive(Debug)]
+pub struct Windows {
+    series: HashMap<Key, Series>,
+    longest: u32,
+    tolerance_secs: i64,
+    totals: Counts,
+    late: u64,
+    clamped: u64,
+}
+
+impl Windows {
+    pub fn new(config: &WindowsConfig) -> Windows {
+        Windows {
+            series: HashMap::new(),
+            longest: config.longest_minutes(),
+            tolerance_secs: config.future_tolerance.0.as_secs() as i64,
+            totals: Counts::default(),
+            late: 0,
+            clamped: 0,
+        }
+    }
+
+    /// Counts one event at the windows' clock `now` (Unix seconds).
+    pub fn record(&mut self, event: &Event, provider: Provider, now: i64) -> Placement {
+        let counts = Counts::of(event);
+        self.totals += counts;
+        let mut time = event.time.unwrap_or(now);
+        let mut placement = Placement::InWindow;
+        if time > now + self.tolerance_secs {
+            time = now;
+            placement = Placement::Clamped;
+            self.clamped += 1;
+        }
+        let now_minute = minute(now);
+        let at = minute(time).min(now_minute);
+        if at + self.longest <= now_minute {
+            self.late += 1;
+            return Placement::Late;
+        }
+        let campaign = CampaignKey::of(event);
+        let keys = [
+            Key::Global,
+            Key::Provider(provider),
+            Key::CampaignProvider(campaign.clone(), provider),
+            Key::Campaign(campaign),
+        ];
+        for key in keys {
+            self.series
+                .entry(key)
+                .or_default()
+                .add(at, now_minute, counts);
+        }
+        placement
+    }
+
+    /// The counts of `key` over the last `window_minutes` up to `now`.
+    pub fn counts(&self, key: &Key, window_minutes: u32, now: i64) -> Counts {
+        self.series
+            .get(key)
+            .map(|s| s.sum(minute(now), window_minutes))
+            .unwrap_or_default()
+    }
+
+    /// Every key of a scope.
+    pub fn keys(&self, scope: Scope) -> impl Iterator<Item = &Key> {
+        self.series.keys().filter(move |k| k.scope() == scope)
+    }
+
+    /// Folds old minutes into hours, drops expired buckets, and evicts keys that saw nothing
+    /// within the longest window. Returns how many keys were evicted. Call it about once a
+    /// minute; its cost is one pass over the keys.
+    pub fn evict_idle(&mut self, now: i64) -> usize {
+        let now_minute = minute(now);
+        let longest = self.longest;
+        let before = self.series.len();
+        self.series.retain(|_, s| {
+            s.roll(now_minute, longest);
+            s.newest_minute().is_some_and(|m| m + longest > now_minute)
+        });
+        before - self.series.len()
+    }
+
+    /// Every event ever recorded, late ones included.
+    pub fn totals(&self) -> Counts {
+        self.totals
+    }
+
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    pub fn clamped(&self) -> u64 {
+        self.clamped
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Heap bytes held by the buckets (not the map itself), for the memory report.
+    pub fn bucket_bytes(&self) -> usize {
+        self.series.values().map(Series::heap_bytes).sum()
+    }
+}
+
+fn minute(secs: i64) -> u32 {
+    (secs.max(0) / 60).min(i64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! A scripted sequence with late, future and out-of-order events, checked to the count.
+
+use super::*;
+use crate::event::parse_event;
+
+const NOW: i64 = 1_700_002_800; // a whole hour
+
+fn ev(kind: &str, time: i64, email: &str, campaign: u64) -> Event {
+    parse_event(&format!(
+        r#"{{"event":"{kind}","time":{time},"email":"{email}","mj_campaign_id":{campaign},"hard_bounce":true,"error_related_to":"recipient"}}"#
+    ))
+    .unwrap()
+}
+
+fn windows() -> Windows {
+    Windows::new(&WindowsConfig::default())
+}
+
+#[test]
+fn a_scripted_sequence_gives_exact_counts_and_rates() {
+    let mut w = windows();
+    let google = Provider::Google;
+    // 40 sends and 2 hard bounces in the last five minutes, for campaign 7 at Google.
+    for i in 0..40 {
+        assert_eq!(
+            w.record(
+                &ev("sent", NOW - 60 * (i % 5), "a@gmail.com", 7),
+                google,
+                NOW
+            ),
+            Placement::InWindow
+        );
+    }
+    w.record(&ev("bounce", NOW - 30, "b@gmail.com", 7), google, NOW);
+    w.record(&ev("bounce", NOW - 200, "c@gmail.com", 7), google, NOW);
+    // An hour-old spam complaint arriving now lands in its own minute, not in the last five.
+    w.record(&ev("spam", NOW - 3000, "a@gmail.com", 7), google, NOW);
+    // A future event beyond tolerance is clamped to now.
+    assert_eq!(
+        w.record(&ev("sent", NOW + 3600, "d@gmail.com", 7), google, NOW),
+        Placement::Clamped
+    );
+    // A two-day-old event counts in the totals only.
+    assert_eq!(
+        w.record(&ev("sent", NOW - 2 * 86_400, "e@gmail.com", 7), google, NOW),
+        Placement::Late
+    );
+
+    let five = w.counts(&Key::Provider(google), 5, NOW);
+    assert_eq!(five.sent, 41);
+    assert_eq!(five.bounce, 2);
+    assert_eq!(five.spam, 0);
+    assert_eq!(five.hard_bounce_rate(), Rate::new(2, 43));
+    let hour = w.counts(&Key::Campaign(CampaignKey::Id(7)), 60, NOW);
+    assert_eq!(hour.spam, 1);
+    assert_eq!(hour.spam_rate(), Rate::new(1, 41));
+    assert_eq!(w.counts(&Key::Global, 24 * 60, NOW).sent, 41);
+    assert_eq!(w.totals().sent, 42, "the late event is in the totals");
+    assert_eq!((w.late(), w.clamped()), (1, 1));
+    // The four scopes each have their key.
+    assert_eq!(
+        w.counts(&Key::CampaignProvider(CampaignKey::Id(7), google), 5, NOW),
+        five
+    );
+    assert_eq!(w.keys(Scope::Campaign).count(), 1);
+}
+
+#[test]
+fn rates_of_a_scope_are_the_sum_of_its_parts() {
+    let mut w = windows();
+    for _ in 0..100 {
+        w.record(&ev("sent", NOW, "a@gmail.com", 1), Provider::Google, NOW);
+    }
+    w.record(&ev("bounce", NOW, "a@gmail.com", 1), Provider::Google, NOW);
+    for _ in 0..10 {
+        w.record(&ev("sent", NOW, "a@yahoo.fr", 1), Provider::Yahoo, NOW);
+    }
+    for _ in 0..9 {
+        w.record(&ev("bounce", NOW, "a@yahoo.fr", 1), Provider::Yahoo, NOW);
+    }
+    let global = w.counts(&Key::Global, 5, NOW).bounce_rate();
+    let parts = w
+        .counts(&Key::Provider(Provider::Google), 5, NOW)
+        .bounce_rate()
+        + w.counts(&Key::Provider(Provider::Yahoo), 5, NOW)
+            .bounce_rate();
+    assert_eq!(global, parts);
+    assert_eq!(global, Rate::new(10, 120));
+}
+
+#[test]
+fn campaigns_without_an_id_go_by_their_name() {
+    let e = parse_event(
+        r#"{"event":"sent","mj_campaign_id":0,"customcampaign":"=?utf-8?Q?caf=C3=A9?="}"#,
+    )
+    .unwrap();
+    assert_eq!(CampaignKey::of(&e), CampaignKey::Name("café".into()));
+    let e = parse_event(r#"{"event":"sent","mj_campaign_id":0,"customcampaign":""}"#).unwrap();
+    assert_eq!(CampaignKey::of(&e), CampaignKey::None);
+    let e = parse_event(r#"{"event":"sent","mj_campaign_id":5591678702,"customcampaign":"x"}"#)
+        .unwrap();
+    assert_eq!(CampaignKey::of(&e), CampaignKey::Id(5_591_678_702));
+}
+
+#[test]
+fn buckets_expire_and_idle_keys_are_evicted() {
+    let mut w = windows();
+    w.record(&ev("sent", NOW, "a@gmail.com", 1), Provider::Google, NOW);
+    w.record(
+        &ev("sent", NOW + 3 * 3600, "a@gmail.com", 2),
+        Provider::Google,
+        NOW + 3 * 3600,
+    );
+    assert_eq!(
+        w.len(),
+        6,
+        "global, google, two campaigns, two campaign×provider"
+    );
+    let later = NOW + 3 * 3600 + 60;
+    assert_eq!(w.evict_idle(later), 0);
+    assert_eq!(w.counts(&Key::Global, 24 * 60, later).sent, 2);
+    assert_eq!(w.counts(&Key::Global, 60, later).sent, 1);
+    // A day after campaign 1's only event (plus the hour resolution of old buckets), its keys
+    // go; campaign 2's stay.
+    let next_day = NOW + 86_400 + 3600;
+    assert_eq!(w.evict_idle(next_day), 2);
+    assert!(
+        w.counts(&Key::Campaign(CampaignKey::Id(1)), 24 * 60, next_day)
+            .sent
+            == 0
+    );
+    assert_eq!(
+        w.counts(&Key::Campaign(CampaignKey::Id(2)), 24 * 60, next_day)
+            .sent,
+        1
+    );
+    assert_eq!(w.totals().sent, 2, "eviction never touches the totals");
+}
+
+#[test]
+fn memory_follows_activity() {
+    let mut w = windows();
+    for c in 0..1000u64 {
+        w.record(
+            &ev("sent", NOW, "a@gmail.com", c + 1),
+            Provider::Google,
+            NOW,
+        );
+    }
+    // 1000 one-event campaigns: one bucket in each of their two keys, not a 24 h ring.
+    let per_key = w.bucket_bytes() / w.len();
+    assert!(
+        per_key <= 4 * std::mem::size_of::<(u32, Counts)>(),
+        "{per_key} bytes per key"
+    );
+}
+
+#[test]
+fn windows_must_be_whole_minutes() {
+    let mut c = WindowsConfig::default();
+    c.validate().unwrap();
+    c.windows = vec![DurationText::from_secs(90)];
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("windows.windows")
+    );
+    c.windows.clear();
+    assert!(c.validate().is_err());
+}
