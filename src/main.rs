@@ -11,6 +11,7 @@ use bouncewatch::config::Config;
 use bouncewatch::http::{self, AppState};
 use bouncewatch::journal::Journal;
 use bouncewatch::metrics::Metrics;
+use bouncewatch::pipeline::Pipeline;
 
 #[derive(Parser)]
 #[command(
@@ -108,6 +109,7 @@ async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()>
         .with_context(|| format!("cannot create server.data_dir {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
     let journal = Journal::open(data_dir, &config.journal, metrics.clone())?;
+    let pipeline = Pipeline::start(data_dir, &config.windows, &config.providers)?;
 
     let state = Arc::new(AppState {
         journal: journal.clone(),
@@ -116,6 +118,18 @@ async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()>
         webhook: http::WebhookAuth::new(&config.webhook),
         api: http::ApiAuth::new(&config.api),
         quarantine_max_body: config.journal.quarantine_max_body.0 as usize,
+        pipeline: http::PipelineView {
+            shared: pipeline.shared(),
+            waker: pipeline
+                .waker()
+                .context("the pipeline thread is not running")?,
+        },
+        default_window_minutes: config
+            .windows
+            .windows
+            .first()
+            .map(|w| (w.0.as_secs() / 60) as u32)
+            .unwrap_or(5),
     });
     let app = http::router(state);
 
@@ -139,7 +153,13 @@ async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()>
             http::serve_plain(listener, app, bouncewatch::shutdown::signal()).await
         }
     };
-    tokio::task::spawn_blocking(move || journal.close()).await?;
+    // The journal first (it answers the last requests), then the pipeline, which counts what
+    // the journal holds and saves its snapshot.
+    tokio::task::spawn_blocking(move || {
+        journal.close();
+        pipeline.stop();
+    })
+    .await?;
     served.context("the HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())

@@ -38,7 +38,7 @@ impl ApiAuth {
         }
     }
 
-    fn check(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    pub(super) fn check(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
         match &self.expected {
             Some(expected) => {
                 let given = headers
@@ -90,7 +90,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad_request(message: String) -> ApiError {
+pub(super) fn bad_request(message: String) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         message,
@@ -111,7 +111,10 @@ impl From<JournalError> for ApiError {
 
 /// Parses the query string into `(key, value)` pairs, refusing keys the endpoint does not know,
 /// so a typo (`mesage_id=`) is an error instead of a silently unfiltered list.
-fn params(query: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn params(
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();

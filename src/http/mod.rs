@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod health;
+mod stats;
 mod tls;
 mod webhook;
 
@@ -97,6 +98,15 @@ pub struct AppState {
     pub webhook: auth::WebhookAuth,
     pub api: api::ApiAuth,
     pub quarantine_max_body: usize,
+    pub pipeline: PipelineView,
+    /// The first configured window: what `/api/v1/stats` shows without `window=`.
+    pub default_window_minutes: u32,
+}
+
+/// What the HTTP layer sees of the pipeline: its counts, and a way to wake it.
+pub struct PipelineView {
+    pub shared: Arc<crate::pipeline::Shared>,
+    pub waker: std::thread::Thread,
 }
 
 /// Builds the router with every route.
@@ -106,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/mailjet/{event}", post(webhook::receive))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/quarantine", get(api::quarantine))
+        .route("/api/v1/stats", get(stats::stats))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -145,3 +145,23 @@ pub fn by_seqs(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<StoredRa
     }
     Ok(out)
 }
+
+/// A read-only cursor over the journal, for consumers that tail it by `seq` on their own
+/// thread (the pipeline). WAL lets it read while the writer writes.
+pub struct Tail {
+    conn: Connection,
+}
+
+impl Tail {
+    pub fn open(dir: &std::path::Path) -> Result<Tail, super::JournalError> {
+        let path = dir.join("journal.sqlite3");
+        let conn = super::schema::open_reader(&path)
+            .map_err(|source| super::JournalError::Open { path, source })?;
+        Ok(Tail { conn })
+    }
+
+    /// Up to `limit` events with `seq > after`, oldest first.
+    pub fn after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<StoredRaw>> {
+        forward(&self.conn, after, limit)
+    }
+}

@@ -80,7 +80,7 @@ impl WindowsConfig {
 
 /// The campaign an event belongs to: `mj_campaign_id`, or, when that is 0, the decoded
 /// `customcampaign` name, so transactional streams tagged by name get their own series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CampaignKey {
     Id(u64),
@@ -122,7 +122,8 @@ pub enum Scope {
 }
 
 /// One series' identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Key {
     Global,
     Provider(Provider),
@@ -256,10 +257,43 @@ impl Windows {
         self.series.is_empty()
     }
 
+    /// Everything the windows hold, for a snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            series: self
+                .series
+                .iter()
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect(),
+            totals: self.totals,
+            late: self.late,
+            clamped: self.clamped,
+        }
+    }
+
+    /// Windows as a snapshot left them, under the current config.
+    pub fn restore(config: &WindowsConfig, snapshot: Snapshot) -> Windows {
+        let mut w = Windows::new(config);
+        w.series = snapshot.series.into_iter().collect();
+        w.totals = snapshot.totals;
+        w.late = snapshot.late;
+        w.clamped = snapshot.clamped;
+        w
+    }
+
     /// Heap bytes held by the buckets (not the map itself), for the memory report.
     pub fn bucket_bytes(&self) -> usize {
         self.series.values().map(Series::heap_bytes).sum()
     }
+}
+
+/// The windows' full state, as the pipeline persists it beside its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    series: Vec<(Key, Series)>,
+    totals: Counts,
+    late: u64,
+    clamped: u64,
 }
 
 fn minute(secs: i64) -> u32 {

@@ -6,14 +6,14 @@
 
 use std::ops::{Add, AddAssign};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 
 /// What one bucket counts. `blocked_mailjet` is the part of `blocked` with category `mailjet`
 /// (Mailjet's own suppression: nothing was attempted), kept apart so that reputation rates can
 /// exclude it (see `shared/mailjet/EVENTS.md`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub sent: u32,
     pub open: u32,

@@ -7,12 +7,14 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::rate::Counts;
 
 /// How far back minute resolution goes.
 pub const FINE_MINUTES: u32 = 60;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     /// `(minute, counts)`, oldest first; minutes since the Unix epoch.
     fine: VecDeque<(u32, Counts)>,

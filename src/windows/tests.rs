@@ -169,3 +169,38 @@ fn windows_must_be_whole_minutes() {
     c.windows.clear();
     assert!(c.validate().is_err());
 }
+
+#[test]
+fn a_snapshot_restores_the_same_counts() {
+    let mut w = windows();
+    w.record(&ev("sent", NOW, "a@gmail.com", 3), Provider::Google, NOW);
+    let named =
+        parse_event(r#"{"event":"bounce","time":1700002790,"customcampaign":"spring"}"#).unwrap();
+    w.record(&named, Provider::Other, NOW);
+    w.record(
+        &ev("sent", NOW - 2 * 86_400, "a@gmail.com", 3),
+        Provider::Google,
+        NOW,
+    );
+    let json = serde_json::to_string(&w.snapshot()).unwrap();
+    let back = Windows::restore(
+        &WindowsConfig::default(),
+        serde_json::from_str(&json).unwrap(),
+    );
+    for key in [
+        Key::Global,
+        Key::Provider(Provider::Google),
+        Key::Campaign(CampaignKey::Id(3)),
+        Key::CampaignProvider(CampaignKey::Name("spring".into()), Provider::Other),
+    ] {
+        assert_eq!(
+            back.counts(&key, 60, NOW),
+            w.counts(&key, 60, NOW),
+            "{key:?}"
+        );
+    }
+    assert_eq!(
+        (back.totals(), back.late(), back.len()),
+        (w.totals(), w.late(), w.len())
+    );
+}

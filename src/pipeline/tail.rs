@@ -1,0 +1,228 @@
+//! The tailing thread: journal → classification → windows, with periodic checkpoints.
+//!
+//! It reads the journal in batches after its checkpoint, classifies each event's provider
+//! (learning from `sent` replies), and records it in the windows at the wall clock. Every
+//! [`SNAPSHOT_EVERY`], and when it stops, it saves the windows, the classifier's new knowledge
+//! and its checkpoint together (see `state.rs`). After `kill -9` it restarts from that
+//! snapshot and replays the journal after it: no event is missed or counted twice.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::state::StateDb;
+use super::{Classifier, Provider, ProvidersConfig};
+use crate::event::{EventKind, parse_event};
+use crate::journal::{JournalError, Tail};
+use crate::windows::{Windows, WindowsConfig};
+
+/// Events taken from the journal per batch (and per lock of the windows).
+const BATCH: usize = 5_000;
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+const EVICT_EVERY: Duration = Duration::from_secs(60);
+
+/// What the pipeline shares with the query API.
+pub struct Shared {
+    /// A `std` mutex: held for one batch at most, never across an `.await`.
+    pub windows: Mutex<Windows>,
+    /// The last `seq` counted in the windows.
+    pub seq: AtomicI64,
+    stop: AtomicBool,
+}
+
+/// The running pipeline. [`Pipeline::stop`] saves a final snapshot.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot open the pipeline state at {path}: {source}")]
+    State {
+        path: std::path::PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot start the pipeline thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl Pipeline {
+    /// Restores the last snapshot from `dir/pipeline.sqlite3` and starts tailing.
+    pub fn start(
+        dir: &Path,
+        windows: &WindowsConfig,
+        providers: &ProvidersConfig,
+    ) -> Result<Pipeline, PipelineError> {
+        let path = dir.join("pipeline.sqlite3");
+        let state_err = |source| PipelineError::State {
+            path: path.clone(),
+            source,
+        };
+        let state = StateDb::open(&path).map_err(state_err)?;
+        let restored = state.load().map_err(state_err)?;
+        let mut classifier = Classifier::new(providers)?;
+        classifier.restore(restored.learned);
+        let windows_state = match restored.windows {
+            Some(snapshot) => Windows::restore(windows, snapshot),
+            None => Windows::new(windows),
+        };
+        tracing::info!(
+            seq = restored.seq,
+            keys = windows_state.len(),
+            "pipeline restored; replaying the journal after its checkpoint"
+        );
+        let shared = Arc::new(Shared {
+            windows: Mutex::new(windows_state),
+            seq: AtomicI64::new(restored.seq),
+            stop: AtomicBool::new(false),
+        });
+        let runner = Runner {
+            tail: Tail::open(dir)?,
+            state,
+            classifier,
+            shared: shared.clone(),
+            unsaved_learned: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || runner.run())
+            .map_err(PipelineError::Thread)?;
+        Ok(Pipeline {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// The pipeline's thread, to wake it when a query waits for fresh counts.
+    pub fn waker(&self) -> Option<std::thread::Thread> {
+        self.thread.as_ref().map(|t| t.thread().clone())
+    }
+
+    /// Counts what is left in the journal, saves a snapshot and stops.
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::error!("the pipeline thread panicked");
+            }
+        }
+    }
+}
+
+struct Runner {
+    tail: Tail,
+    state: StateDb,
+    classifier: Classifier,
+    shared: Arc<Shared>,
+    /// Learned since the last snapshot; saved with it, so a restart classifies as before.
+    unsaved_learned: Vec<(String, Provider)>,
+}
+
+impl Runner {
+    fn run(mut self) {
+        let mut next_snapshot = Instant::now() + SNAPSHOT_EVERY;
+        let mut next_evict = Instant::now() + EVICT_EVERY;
+        let mut failing = false;
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            let counted = match self.step() {
+                Ok(n) => {
+                    failing = false;
+                    n
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "pipeline cannot read the journal; will retry");
+                    }
+                    failing = true;
+                    0
+                }
+            };
+            let now = Instant::now();
+            if now >= next_evict {
+                let evicted = self.lock().evict_idle(wall_clock());
+                tracing::debug!(evicted, "idle window keys evicted");
+                next_evict = now + EVICT_EVERY;
+            }
+            if stopping && counted == 0 || now >= next_snapshot {
+                self.save();
+                next_snapshot = now + SNAPSHOT_EVERY;
+            }
+            if stopping && counted == 0 {
+                return;
+            }
+            if counted == 0 {
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Windows> {
+        self.shared
+            .windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts the next batch; returns how many events it read.
+    fn step(&mut self) -> rusqlite::Result<usize> {
+        let from = self.shared.seq.load(Ordering::Acquire);
+        let rows = self.tail.after(from, BATCH)?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            return Ok(0);
+        };
+        let now = wall_clock();
+        let mut classified = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The receiver stored only events that parse; a row that no longer does (a parser
+            // change) is skipped rather than stopping the pipeline.
+            let Ok(event) = parse_event(&row.raw) else {
+                tracing::warn!(seq = row.seq, "journal row no longer parses; not counted");
+                continue;
+            };
+            if event.kind == EventKind::Sent
+                && let Some(reply) = event.smtp_reply.as_deref()
+                && let Some(learned) = self.classifier.learn(&event.email, reply)
+            {
+                self.unsaved_learned.push(learned);
+            }
+            let provider = self.classifier.classify(&event.email);
+            classified.push((event, provider));
+        }
+        {
+            let mut windows = self.lock();
+            for (event, provider) in &classified {
+                windows.record(event, *provider, now);
+            }
+            self.shared.seq.store(last, Ordering::Release);
+        }
+        Ok(rows.len())
+    }
+
+    fn save(&mut self) {
+        let (seq, snapshot) = {
+            let windows = self.lock();
+            (self.shared.seq.load(Ordering::Acquire), windows.snapshot())
+        };
+        match self.state.save(seq, &snapshot, &self.unsaved_learned) {
+            Ok(()) => self.unsaved_learned.clear(),
+            Err(e) => tracing::error!(error = %e, "pipeline snapshot failed; will retry"),
+        }
+    }
+}
+
+fn wall_clock() -> i64 {
+    crate::journal::now_ms() / 1000
+}
