@@ -109,7 +109,12 @@ async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()>
         .with_context(|| format!("cannot create server.data_dir {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
     let journal = Journal::open(data_dir, &config.journal, metrics.clone())?;
-    let pipeline = Pipeline::start(data_dir, &config.windows, &config.providers)?;
+    let pipeline = Pipeline::start(
+        data_dir,
+        &config.windows,
+        &config.providers,
+        metrics.clone(),
+    )?;
 
     let state = Arc::new(AppState {
         journal: journal.clone(),

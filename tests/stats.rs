@@ -193,3 +193,31 @@ async fn counts_survive_restarts_exactly_once() {
     );
     drop(tmp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_and_pipeline_lag_are_exported() {
+    let server = Server::start();
+    let old = r#"{"event":"spam","time":1700000000,"MessageID":77,"email":"a@gmail.com"}"#;
+    let future = format!(
+        r#"{{"event":"open","time":{},"MessageID":78,"email":"a@gmail.com"}}"#,
+        now() + 86_400
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", format!("[{old},{future}]"))
+            .await
+            .0,
+        200
+    );
+    // Waits for the pipeline to count both.
+    let page = stats(&server, "").await;
+    assert_eq!(
+        page["keys"][0]["counts"]["open"], 1,
+        "the clamped event is in the window"
+    );
+    assert_eq!(page["keys"][0]["counts"]["spam"], 0, "the late one is not");
+    assert_eq!(server.metric("bouncewatch_events_late_total").await, 1.0);
+    assert_eq!(server.metric("bouncewatch_events_clamped_total").await, 1.0);
+    assert_eq!(server.metric("bouncewatch_journal_last_seq").await, 2.0);
+    assert_eq!(server.metric("bouncewatch_pipeline_lag_events").await, 0.0);
+}

@@ -189,6 +189,7 @@ impl Journal {
         let conn = schema::open_writer(&path, config.cache_size.0).map_err(open_err(&path))?;
         let next_seq = schema::next_seq(&conn).map_err(open_err(&path))?;
         let committed = next_seq - 1;
+        metrics.journal_seq(committed);
         let index_conn = index::open(&index_path).map_err(open_err(&index_path))?;
         let indexed = index::indexed_seq(&index_conn, committed).map_err(open_err(&index_path))?;
         let progress = Arc::new(Progress::default());

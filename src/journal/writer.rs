@@ -104,6 +104,7 @@ impl Writer {
                 self.metrics.journal_commit(elapsed, events);
                 if next_seq > self.next_seq {
                     self.next_seq = next_seq;
+                    self.metrics.journal_seq(next_seq - 1);
                     self.progress
                         .committed
                         .store(next_seq - 1, Ordering::Release);

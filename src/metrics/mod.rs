@@ -102,6 +102,10 @@ pub struct Metrics {
     commit_duration: Summary,
     batch_size: Summary,
     retention_deleted: AtomicU64,
+    journal_seq: AtomicI64,
+    pipeline_seq: AtomicI64,
+    late: AtomicU64,
+    clamped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -122,6 +126,10 @@ impl Default for Metrics {
             commit_duration: Summary::new(60_000_000, 1e-6),
             batch_size: Summary::new(10_000_000, 1.0),
             retention_deleted: AtomicU64::new(0),
+            journal_seq: AtomicI64::new(0),
+            pipeline_seq: AtomicI64::new(0),
+            late: AtomicU64::new(0),
+            clamped: AtomicU64::new(0),
         }
     }
 }
@@ -183,6 +191,19 @@ impl Metrics {
         add(&self.retention_deleted, n);
     }
 
+    /// The journal's newest committed `seq`.
+    pub fn journal_seq(&self, seq: i64) {
+        self.journal_seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Where the pipeline is, and its running totals of late and clamped events (restored from
+    /// its snapshot, so they do not reset on restart).
+    pub fn pipeline_progress(&self, seq: i64, late: u64, clamped: u64) {
+        self.pipeline_seq.store(seq, Ordering::Relaxed);
+        self.late.store(late, Ordering::Relaxed);
+        self.clamped.store(clamped, Ordering::Relaxed);
+    }
+
     /// The p-quantile of webhook request latency, in seconds.
     pub fn request_latency_quantile(&self, q: f64) -> f64 {
         self.request_duration.quantile(q)
@@ -232,6 +253,17 @@ impl Metrics {
                     let ms = self.last_event_ms.load(Ordering::Relaxed);
                     let _ = writeln!(out, "{n} {}", ms as f64 / 1000.0);
                 }
+                n if n == JOURNAL_LAST_SEQ.name => {
+                    let _ = writeln!(out, "{n} {}", self.journal_seq.load(Ordering::Relaxed));
+                }
+                n if n == PIPELINE_LAST_SEQ.name => {
+                    let _ = writeln!(out, "{n} {}", self.pipeline_seq.load(Ordering::Relaxed));
+                }
+                n if n == PIPELINE_LAG.name => {
+                    let lag = self.journal_seq.load(Ordering::Relaxed)
+                        - self.pipeline_seq.load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{n} {}", lag.max(0));
+                }
                 n => {
                     let c = match n {
                         _ if n == RECEIVER_DUPLICATES.name => &self.duplicates,
@@ -241,7 +273,10 @@ impl Metrics {
                         _ if n == RECEIVER_EMPTY.name => &self.empty,
                         _ if n == JOURNAL_COMMITS.name => &self.commits,
                         _ if n == JOURNAL_COMMIT_FAILURES.name => &self.commit_failures,
-                        _ => &self.retention_deleted,
+                        _ if n == JOURNAL_RETENTION_DELETED.name => &self.retention_deleted,
+                        _ if n == EVENTS_LATE.name => &self.late,
+                        _ if n == EVENTS_CLAMPED.name => &self.clamped,
+                        _ => unreachable!("signal {n} is in names::ALL but not rendered"),
                     };
                     let _ = writeln!(out, "{n} {}", get(c));
                 }

@@ -136,6 +136,41 @@ pub const JOURNAL_RETENTION_DELETED: Signal = Signal {
     labels: &[],
 };
 
+pub const JOURNAL_LAST_SEQ: Signal = Signal {
+    name: "bouncewatch_journal_last_seq",
+    help: "The sequence number of the last event committed to the journal.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub const PIPELINE_LAST_SEQ: Signal = Signal {
+    name: "bouncewatch_pipeline_last_seq",
+    help: "The sequence number of the last event counted in the windows.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub const PIPELINE_LAG: Signal = Signal {
+    name: "bouncewatch_pipeline_lag_events",
+    help: "Events committed to the journal but not yet counted in the windows.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub const EVENTS_LATE: Signal = Signal {
+    name: "bouncewatch_events_late_total",
+    help: "Events older than the longest window when counted: in the totals only.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+pub const EVENTS_CLAMPED: Signal = Signal {
+    name: "bouncewatch_events_clamped_total",
+    help: "Events whose time was ahead of the clock beyond windows.future_tolerance; counted at now.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
 /// Every signal, in the order `/metrics` renders them.
 pub const ALL: &[Signal] = &[
     RECEIVER_REQUESTS,
@@ -153,4 +188,9 @@ pub const ALL: &[Signal] = &[
     JOURNAL_COMMIT_DURATION,
     JOURNAL_BATCH_SIZE,
     JOURNAL_RETENTION_DELETED,
+    JOURNAL_LAST_SEQ,
+    PIPELINE_LAST_SEQ,
+    PIPELINE_LAG,
+    EVENTS_LATE,
+    EVENTS_CLAMPED,
 ];

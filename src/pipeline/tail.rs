@@ -16,6 +16,7 @@ use super::state::StateDb;
 use super::{Classifier, Provider, ProvidersConfig};
 use crate::event::{EventKind, parse_event};
 use crate::journal::{JournalError, Tail};
+use crate::metrics::Metrics;
 use crate::windows::{Windows, WindowsConfig};
 
 /// Events taken from the journal per batch (and per lock of the windows).
@@ -59,6 +60,7 @@ impl Pipeline {
         dir: &Path,
         windows: &WindowsConfig,
         providers: &ProvidersConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<Pipeline, PipelineError> {
         let path = dir.join("pipeline.sqlite3");
         let state_err = |source| PipelineError::State {
@@ -78,6 +80,7 @@ impl Pipeline {
             keys = windows_state.len(),
             "pipeline restored; replaying the journal after its checkpoint"
         );
+        metrics.pipeline_progress(restored.seq, windows_state.late(), windows_state.clamped());
         let shared = Arc::new(Shared {
             windows: Mutex::new(windows_state),
             seq: AtomicI64::new(restored.seq),
@@ -89,6 +92,7 @@ impl Pipeline {
             classifier,
             shared: shared.clone(),
             unsaved_learned: Vec::new(),
+            metrics,
         };
         let thread = std::thread::Builder::new()
             .name("pipeline".into())
@@ -128,6 +132,7 @@ struct Runner {
     shared: Arc<Shared>,
     /// Learned since the last snapshot; saved with it, so a restart classifies as before.
     unsaved_learned: Vec<(String, Provider)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Runner {
@@ -207,6 +212,8 @@ impl Runner {
                 windows.record(event, *provider, now);
             }
             self.shared.seq.store(last, Ordering::Release);
+            self.metrics
+                .pipeline_progress(last, windows.late(), windows.clamped());
         }
         Ok(rows.len())
     }
