@@ -8,7 +8,7 @@
 mod parse;
 mod rfc2047;
 
-pub use parse::{BodyItem, SplitBody, parse_event, split_body};
+pub use parse::{BodyItem, SplitBody, parse_event, parse_event_array, split_body};
 pub use rfc2047::decode as decode_rfc2047;
 
 use serde::Serialize;

@@ -7,6 +7,8 @@
 use rusqlite::{Connection, params};
 use serde_json::value::RawValue;
 
+use crate::event::{Event, parse_event, parse_event_array};
+
 /// A chunk is closed once its text would pass this size, so reading one event by `seq` never
 /// loads more than about this much.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
@@ -24,6 +26,7 @@ pub struct StoredRaw {
 
 struct Chunk {
     first_seq: i64,
+    count: i64,
     received_at_ms: i64,
     events: String,
 }
@@ -32,8 +35,9 @@ impl Chunk {
     fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Chunk> {
         Ok(Chunk {
             first_seq: r.get(0)?,
-            received_at_ms: r.get(1)?,
-            events: r.get(2)?,
+            count: r.get(1)?,
+            received_at_ms: r.get(2)?,
+            events: r.get(3)?,
         })
     }
 
@@ -54,14 +58,70 @@ impl Chunk {
     }
 }
 
-/// Up to `limit` events with `seq > after`, oldest first.
-pub fn forward(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<StoredRaw>> {
+/// One stored event, parsed: what the pipeline and the indexer consume.
+#[derive(Debug)]
+pub struct TailedEvent {
+    pub seq: i64,
+    pub received_at_ms: i64,
+    pub event: Event,
+}
+
+/// Up to `limit` parsed events with `seq > after`, oldest first. A chunk is parsed in one pass,
+/// straight into events, without copying each one's text out first. An event that no longer
+/// parses (a parser change) is skipped with a warning rather than stopping the consumer.
+pub fn forward_events(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<TailedEvent>> {
+    walk_forward(conn, after, limit, |chunk| {
+        let events = match parse_event_array(&chunk.events) {
+            Ok(events) => events.into_iter().map(Some).collect(),
+            // One bad element fails the whole array: fall back to one event at a time.
+            Err(_) => chunk
+                .split()?
+                .into_iter()
+                .map(|raw| parse_event(&raw.raw).ok())
+                .collect::<Vec<_>>(),
+        };
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, event)| {
+                let seq = chunk.first_seq + i as i64;
+                match event {
+                    Some(event) => Some((
+                        seq,
+                        TailedEvent {
+                            seq,
+                            received_at_ms: chunk.received_at_ms,
+                            event,
+                        },
+                    )),
+                    None => {
+                        tracing::warn!(seq, "journal event no longer parses; skipped");
+                        None
+                    }
+                }
+            })
+            .collect())
+    })
+}
+
+/// Walks chunks from the one holding `after + 1`, turning each into `(seq, item)` pairs with
+/// `explode`, and returns up to `limit` items with `seq > after`.
+fn walk_forward<T>(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+    explode: impl Fn(&Chunk) -> rusqlite::Result<Vec<(i64, T)>>,
+) -> rusqlite::Result<Vec<T>> {
     let mut out = Vec::new();
     let mut from = after;
     loop {
         let chunks = {
             let mut stmt = conn.prepare_cached(
-                "SELECT first_seq, received_at_ms, events FROM chunks \
+                "SELECT first_seq, count, received_at_ms, events FROM chunks \
                  WHERE first_seq >= coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?1), 0) \
                  ORDER BY first_seq LIMIT ?2",
             )?;
@@ -70,10 +130,13 @@ pub fn forward(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<
         };
         let exhausted = (chunks.len() as i64) < CHUNKS_PER_QUERY;
         for chunk in &chunks {
-            for event in chunk.split()? {
-                if event.seq > from {
-                    from = event.seq;
-                    out.push(event);
+            if chunk.first_seq + chunk.count <= from + 1 {
+                continue;
+            }
+            for (seq, item) in explode(chunk)? {
+                if seq > from {
+                    from = seq;
+                    out.push(item);
                     if out.len() == limit {
                         return Ok(out);
                     }
@@ -93,7 +156,7 @@ pub fn backward(conn: &Connection, below: i64, limit: usize) -> rusqlite::Result
     loop {
         let chunks = {
             let mut stmt = conn.prepare_cached(
-                "SELECT first_seq, received_at_ms, events FROM chunks \
+                "SELECT first_seq, count, received_at_ms, events FROM chunks \
                  WHERE first_seq < ?1 ORDER BY first_seq DESC LIMIT ?2",
             )?;
             stmt.query_map(params![under, CHUNKS_PER_QUERY], Chunk::from_row)?
@@ -121,7 +184,7 @@ pub fn backward(conn: &Connection, below: i64, limit: usize) -> rusqlite::Result
 /// Consecutive seqs from one chunk read and split it once.
 pub fn by_seqs(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<StoredRaw>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT first_seq, received_at_ms, events FROM chunks \
+        "SELECT first_seq, count, received_at_ms, events FROM chunks \
          WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
     )?;
     let mut current: Vec<StoredRaw> = Vec::new();
@@ -160,8 +223,81 @@ impl Tail {
         Ok(Tail { conn })
     }
 
-    /// Up to `limit` events with `seq > after`, oldest first.
-    pub fn after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<StoredRaw>> {
-        forward(&self.conn, after, limit)
+    /// Up to `limit` parsed events with `seq > after`, oldest first.
+    pub fn after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<TailedEvent>> {
+        forward_events(&self.conn, after, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal_with(chunks: &[(i64, &str)]) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn =
+            crate::journal::schema::open_writer(&dir.path().join("j.sqlite3"), 1 << 20).unwrap();
+        for (first, events) in chunks {
+            let count = serde_json::from_str::<Vec<&RawValue>>(events)
+                .unwrap()
+                .len() as i64;
+            conn.execute(
+                "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
+                params![first, count, events],
+            )
+            .unwrap();
+        }
+        (dir, conn)
+    }
+
+    #[test]
+    fn forward_walks_across_chunks_from_any_seq() {
+        let (_dir, conn) = journal_with(&[
+            (
+                1,
+                r#"[{"event":"sent","MessageID":1},{"event":"sent","MessageID":2}]"#,
+            ),
+            (
+                3,
+                r#"[{"event":"open","MessageID":3},{"event":"click","MessageID":4},{"event":"spam","MessageID":5}]"#,
+            ),
+        ]);
+        let ids = |after, limit| {
+            forward_events(&conn, after, limit)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.seq, e.event.message_id.0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(0, 10), vec![(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+        assert_eq!(ids(3, 10), vec![(4, 4), (5, 5)]);
+        assert_eq!(ids(1, 2), vec![(2, 2), (3, 3)]);
+        assert_eq!(ids(5, 10), vec![]);
+        let back: Vec<i64> = backward(&conn, 5, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(back, vec![4, 3, 2, 1]);
+        let picked: Vec<i64> = by_seqs(&conn, &[5, 2, 9])
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(picked, vec![5, 2]);
+    }
+
+    #[test]
+    fn an_event_that_no_longer_parses_is_skipped_alone() {
+        let (_dir, conn) = journal_with(&[(
+            1,
+            r#"[{"event":"sent","MessageID":1},{"time":"x"},{"event":"open","MessageID":3}]"#,
+        )]);
+        let got: Vec<(i64, u64)> = forward_events(&conn, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.event.message_id.0))
+            .collect();
+        assert_eq!(got, vec![(1, 1), (3, 3)]);
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::event::{Event, parse_event};
+use crate::event::Event;
 
 /// Rows the indexer takes from the journal per transaction.
 const INDEX_BATCH: usize = 20_000;
@@ -192,7 +192,7 @@ impl Indexer {
     /// Indexes the next batch of journal rows; returns how many it took.
     fn step(&mut self) -> rusqlite::Result<usize> {
         let from = self.progress.indexed.load(Ordering::Acquire);
-        let rows = super::chunks::forward(&self.journal, from, INDEX_BATCH)?;
+        let rows = super::chunks::forward_events(&self.journal, from, INDEX_BATCH)?;
         let Some(last) = rows.last().map(|r| r.seq) else {
             return Ok(0);
         };
@@ -200,13 +200,8 @@ impl Indexer {
         // page per entry: several times less work for the same rows.
         let mut entries: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 4);
         for row in &rows {
-            // Rows in the journal were parsed before they were stored; a row that no longer
-            // parses (a parser change) is simply not findable by field.
-            let Ok(event) = parse_event(&row.raw) else {
-                continue;
-            };
             entries.extend(
-                LookupKey::of(&event)
+                LookupKey::of(&row.event)
                     .iter()
                     .map(|key| (key.hash(), row.seq)),
             );

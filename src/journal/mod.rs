@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::config::units::{DurationText, SizeText};
 use crate::metrics::Metrics;
 
-pub use chunks::{StoredRaw, Tail};
+pub use chunks::{StoredRaw, Tail, TailedEvent};
 pub use index::{LookupKey, Progress};
 pub use query::{
     EventFilter, EventPage, QuarantineFilter, QuarantinePage, StoredEvent, StoredQuarantine,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::state::StateDb;
 use super::{Classifier, Provider, ProvidersConfig};
-use crate::event::{EventKind, parse_event};
+use crate::event::EventKind;
 use crate::journal::{JournalError, Tail};
 use crate::metrics::Metrics;
 use crate::windows::{Windows, WindowsConfig};
@@ -188,15 +188,11 @@ impl Runner {
         let Some(last) = rows.last().map(|r| r.seq) else {
             return Ok(0);
         };
+        let read = rows.len();
         let now = wall_clock();
         let mut classified = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // The receiver stored only events that parse; a row that no longer does (a parser
-            // change) is skipped rather than stopping the pipeline.
-            let Ok(event) = parse_event(&row.raw) else {
-                tracing::warn!(seq = row.seq, "journal row no longer parses; not counted");
-                continue;
-            };
+        for row in rows {
+            let event = row.event;
             if event.kind == EventKind::Sent
                 && let Some(reply) = event.smtp_reply.as_deref()
                 && let Some(learned) = self.classifier.learn(&event.email, reply)
@@ -215,7 +211,7 @@ impl Runner {
             self.metrics
                 .pipeline_progress(last, windows.late(), windows.clamped());
         }
-        Ok(rows.len())
+        Ok(read)
     }
 
     fn save(&mut self) {
