@@ -16,37 +16,44 @@ pub const FINE_MINUTES: u32 = 60;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
-    /// `(minute, counts)`, oldest first; minutes since the Unix epoch.
+    /// The newest minute bucket, inline: events arrive in time order, so most updates land
+    /// here without touching the heap (measured: the bucket search was a third of an update).
+    newest: Option<(u32, Counts)>,
+    /// Older minute buckets, `(minute, counts)`, oldest first; minutes since the Unix epoch.
     fine: VecDeque<(u32, Counts)>,
     /// `(hour, counts)`, oldest first; hours since the Unix epoch.
     coarse: VecDeque<(u32, Counts)>,
 }
 
 fn bump(buckets: &mut VecDeque<(u32, Counts)>, at: u32, counts: Counts) {
-    // Events arrive roughly in order: the newest bucket is the usual target.
-    if let Some(last) = buckets.back_mut() {
-        if last.0 == at {
-            last.1 += counts;
-            return;
-        }
-        if last.0 < at {
-            buckets.push_back((at, counts));
-            return;
-        }
+    // Events arrive roughly in time order, so the target is at or near the back: walk from
+    // there instead of bisecting the whole deque.
+    let mut i = buckets.len();
+    while i > 0 && buckets[i - 1].0 > at {
+        i -= 1;
     }
-    match buckets.binary_search_by_key(&at, |(t, _)| *t) {
-        Ok(i) => buckets[i].1 += counts,
-        Err(i) => buckets.insert(i, (at, counts)),
+    if i > 0 && buckets[i - 1].0 == at {
+        buckets[i - 1].1 += counts;
+    } else {
+        buckets.insert(i, (at, counts));
     }
 }
 
 impl Series {
     /// Adds `counts` at `minute`; `now` decides which tier it lands in.
     pub fn add(&mut self, minute: u32, now: u32, counts: Counts) {
-        if minute + FINE_MINUTES > now {
-            bump(&mut self.fine, minute, counts);
-        } else {
+        if minute + FINE_MINUTES <= now {
             bump(&mut self.coarse, minute / 60, counts);
+            return;
+        }
+        match &mut self.newest {
+            Some((m, c)) if *m == minute => *c += counts,
+            Some((m, _)) if *m > minute => bump(&mut self.fine, minute, counts),
+            newest => {
+                if let Some(previous) = newest.replace((minute, counts)) {
+                    self.fine.push_back(previous);
+                }
+            }
         }
     }
 
@@ -58,6 +65,13 @@ impl Series {
                 break;
             }
             self.fine.pop_front();
+            bump(&mut self.coarse, minute / 60, counts);
+        }
+        if let Some((minute, counts)) = self.newest
+            && minute + FINE_MINUTES <= now
+        {
+            // Every fine bucket is older than the newest, so they have all moved already.
+            self.newest = None;
             bump(&mut self.coarse, minute / 60, counts);
         }
         let oldest_kept = now.saturating_sub(keep);
@@ -78,7 +92,7 @@ impl Series {
     pub fn sum(&self, now: u32, window: u32) -> Counts {
         let start = (now + 1).saturating_sub(window);
         let mut total = Counts::default();
-        for &(minute, counts) in self.fine.iter().rev() {
+        for &(minute, counts) in self.newest.iter().chain(self.fine.iter().rev()) {
             if minute < start {
                 break;
             }
@@ -99,13 +113,13 @@ impl Series {
 
     /// The newest minute with a count, to tell idle keys.
     pub fn newest_minute(&self) -> Option<u32> {
-        let fine = self.fine.back().map(|&(m, _)| m);
+        let fine = self.newest.or(self.fine.back().copied()).map(|(m, _)| m);
         let coarse = self.coarse.back().map(|&(h, _)| h * 60 + 59);
         fine.max(coarse)
     }
 
     pub fn buckets(&self) -> usize {
-        self.fine.len() + self.coarse.len()
+        usize::from(self.newest.is_some()) + self.fine.len() + self.coarse.len()
     }
 
     /// Heap bytes held, for the memory report.
@@ -147,7 +161,10 @@ mod tests {
         assert_eq!(s.buckets(), 2);
         let later = now + 90;
         s.roll(later, 24 * 60);
-        assert_eq!(s.fine.len(), 0, "30 minutes + 90 is past the fine horizon");
+        assert!(
+            s.fine.is_empty() && s.newest.is_none(),
+            "30 minutes + 90 is past the fine horizon"
+        );
         assert_eq!(s.sum(later, 24 * 60).sent, 2);
         assert_eq!(s.sum(later, 60).sent, 0);
         s.roll(now + 25 * 60, 24 * 60);
@@ -163,10 +180,13 @@ mod tests {
         s.add(now - 2, now, one_sent());
         s.add(now - 1, now, one_sent());
         s.add(now - 2, now, one_sent());
-        assert_eq!(
-            s.fine.iter().map(|(m, c)| (*m, c.sent)).collect::<Vec<_>>(),
-            vec![(now - 2, 2), (now - 1, 1), (now, 1)]
-        );
+        let buckets: Vec<_> = s
+            .fine
+            .iter()
+            .chain(s.newest.iter())
+            .map(|(m, c)| (*m, c.sent))
+            .collect();
+        assert_eq!(buckets, vec![(now - 2, 2), (now - 1, 1), (now, 1)]);
         assert_eq!(s.sum(now, 2).sent, 2);
     }
 

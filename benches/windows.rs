@@ -1,0 +1,113 @@
+//! Windows update throughput on one core, against the cheapest possible counter in the same run.
+//!
+//! `cargo bench --bench windows` records 1,000,000 pre-parsed events (10,000 campaigns × 5
+//! providers) into fresh `Windows`, best of 5 runs, and prints
+//! events/s next to a baseline that only adds each event's counts to one total (the floor: what
+//! parsing-free counting costs without keys). Target: at least 2,000,000 events/s.
+//!
+//! Event times span the last hour in arrival order with up to two minutes of jitter, as
+//! webhooks arrive; a second pass uses fully shuffled times (late complaints, retries), the
+//! worst case for the bucket search.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bouncewatch::event::parse_event;
+use bouncewatch::pipeline::Provider;
+use bouncewatch::windows::{Counts, Windows, WindowsConfig};
+
+const EVENTS: usize = 1_000_000;
+const NOW: i64 = 1_800_000_000;
+
+fn best_of<F: FnMut()>(runs: usize, mut f: F) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn main() {
+    let providers = [
+        Provider::Google,
+        Provider::Microsoft,
+        Provider::Yahoo,
+        Provider::Orange,
+        Provider::Other,
+    ];
+    let kinds = [
+        "sent", "sent", "sent", "sent", "open", "click", "bounce", "blocked", "spam", "unsub",
+    ];
+    let make = |shuffled: bool| -> Vec<_> {
+        (0..EVENTS)
+            .map(|i| {
+                let time = if shuffled {
+                    NOW - (i as i64 * 7919) % 3600
+                } else {
+                    NOW - 3600 + (i as i64 * 3600) / EVENTS as i64 - (i as i64 * 7919) % 120
+                };
+                let e = parse_event(&format!(
+                    r#"{{"event":"{}","time":{time},"MessageID":{},"email":"u{}@x.io","mj_campaign_id":{}}}"#,
+                    kinds[i % kinds.len()],
+                    i + 1,
+                    i,
+                    1 + (i * 31) % 10_000
+                ))
+                .expect("bench event parses");
+                (e, providers[i % providers.len()])
+            })
+            .collect()
+    };
+    let events = make(false);
+    let shuffled = make(true);
+
+    let baseline = best_of(5, || {
+        let mut total = Counts::default();
+        for (e, _) in &events {
+            total += Counts::of(black_box(e));
+        }
+        black_box(total);
+    });
+    let config = WindowsConfig::default();
+    let mut keys = 0;
+    let mut run = |events: &[(bouncewatch::event::Event, Provider)]| {
+        best_of(5, || {
+            let mut w = Windows::new(&config);
+            for (e, p) in events {
+                w.record(black_box(e), *p, NOW);
+            }
+            keys = w.len();
+            black_box(&w);
+        })
+    };
+    let windows = run(&events);
+    let worst = run(&shuffled);
+
+    let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
+    println!("windows bench: {EVENTS} events, {keys} keys, best of 5, one thread");
+    println!(
+        "  baseline (one Counts total) {:>12.0} events/s",
+        rate(baseline)
+    );
+    println!(
+        "  Windows::record, in order   {:>12.0} events/s",
+        rate(windows)
+    );
+    println!(
+        "  Windows::record, shuffled   {:>12.0} events/s",
+        rate(worst)
+    );
+    println!(
+        "  ratio windows / baseline    {:>12.3}",
+        rate(windows) / rate(baseline)
+    );
+    let verdict = if rate(windows) >= 2_000_000.0 {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    println!("  target >= 2,000,000 events/s: {verdict}");
+}
