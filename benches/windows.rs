@@ -31,6 +31,8 @@ fn best_of<F: FnMut()>(runs: usize, mut f: F) -> Duration {
 }
 
 fn main() {
+    // Memory first, while the process holds nothing else, so RSS growth is the windows' own.
+    memory(&WindowsConfig::default());
     let providers = [
         Provider::Google,
         Provider::Microsoft,
@@ -110,4 +112,59 @@ fn main() {
         "FAIL"
     };
     println!("  target >= 2,000,000 events/s: {verdict}");
+}
+
+/// Resident memory of the process, from /proc (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 100,000 campaigns x 5 providers, each key active in 4 different hours of the last day.
+/// Reports the memory per key against the target: under 1 GiB in total.
+fn memory(config: &WindowsConfig) {
+    let providers = [
+        Provider::Google,
+        Provider::Microsoft,
+        Provider::Yahoo,
+        Provider::Orange,
+        Provider::Other,
+    ];
+    let before = rss_bytes();
+    let mut w = Windows::new(config);
+    let mut event =
+        parse_event(r#"{"event":"sent","time":0,"email":"u@x.io","mj_campaign_id":1}"#).unwrap();
+    for campaign in 1..=100_000u64 {
+        for (p, provider) in providers.iter().enumerate() {
+            for k in 0..4u64 {
+                event.campaign_id = campaign;
+                event.time =
+                    Some(NOW - 60 - ((campaign * 7 + p as u64 * 3 + k * 6) % 24) as i64 * 3600);
+                w.record(&event, *provider, NOW);
+            }
+        }
+    }
+    w.evict_idle(NOW);
+    let after = rss_bytes();
+    let keys = w.len();
+    let total = after.saturating_sub(before);
+    println!("memory bench: 100,000 campaigns x 5 providers, 4 active hours each over 24 h");
+    println!(
+        "  keys {keys}, bucket heap {} MiB, process RSS growth {} MiB",
+        w.bucket_bytes() >> 20,
+        total >> 20
+    );
+    println!(
+        "  bytes per key (RSS growth / keys) {}",
+        total / keys.max(1) as u64
+    );
+    let verdict = if total < 1 << 30 { "PASS" } else { "FAIL" };
+    println!("  target: under 1 GiB in total: {verdict}");
+    black_box(&w);
 }
