@@ -227,62 +227,61 @@ macro_rules! null_is_absent {
 /// Reads an unsigned integer from a JSON integer or a decimal string. `""` and `null` mean
 /// absent. Anything else (a word, a negative number, a fraction) is an error that names it.
 fn int_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<u64>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an unsigned integer, a decimal string, \"\" or null")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            let v = v.trim();
-            if v.is_empty() {
-                return Ok(None);
-            }
-            v.parse()
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-        }
-        null_is_absent!();
-    }
-    d.deserialize_any(V)
+    d.deserialize_any(Int::new(
+        "an unsigned integer, a decimal string, \"\" or null",
+    ))
 }
 
 /// Reads a signed integer (Unix seconds) with the same tolerance as [`int_u64`].
 fn int_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<i64>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("Unix seconds as an integer or a decimal string, \"\" or null")
+    d.deserialize_any(Int::new(
+        "Unix seconds as an integer or a decimal string, \"\" or null",
+    ))
+}
+
+/// The tolerant integer reader behind [`int_u64`] and [`int_i64`]: exact, never via a float.
+struct Int<T> {
+    expecting: &'static str,
+    target: std::marker::PhantomData<T>,
+}
+
+impl<T> Int<T> {
+    fn new(expecting: &'static str) -> Int<T> {
+        Int {
+            expecting,
+            target: std::marker::PhantomData,
         }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            let v = v.trim();
-            if v.is_empty() {
-                return Ok(None);
-            }
-            v.parse()
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-        }
-        null_is_absent!();
     }
-    d.deserialize_any(V)
+}
+
+impl<'de, T> Visitor<'de> for Int<T>
+where
+    T: TryFrom<u64> + TryFrom<i64> + std::str::FromStr,
+{
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::try_from(v)
+            .map(Some)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        T::try_from(v)
+            .map(Some)
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+    }
+    null_is_absent!();
 }
 
 /// Reads a boolean from `true`/`false`, `"true"`/`"false"`, `1`/`0` (number or string).
