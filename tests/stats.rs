@@ -119,6 +119,12 @@ async fn stats_show_counts_and_rates_per_scope() {
     assert_eq!(rate(microsoft, "block")["numerator"], 4);
     assert_eq!(rate(microsoft, "block")["denominator"], 14);
 
+    let reasons = microsoft["top_reasons"].as_array().unwrap();
+    assert_eq!(reasons[0]["event"], "blocked");
+    assert_eq!(reasons[0]["category"], "spam");
+    assert_eq!(reasons[0]["count"], 4);
+    assert_eq!(reasons[1]["category"], "mailjet");
+
     let campaign = stats(
         &server,
         "scope=campaign_provider&campaign=8&provider=microsoft",

@@ -2,7 +2,8 @@
 //!
 //! Every rate comes with its numerator and denominator, because 2/40 and 200/4000 are both 5 %
 //! and mean very different things. A key without `sent` events says so (`has_sends: false`)
-//! instead of showing a 100 % bounce rate. Behind the same token as the events API.
+//! instead of showing a 100 % bounce rate. Global and provider keys list their top bounce and
+//! block reasons. Behind the same token as the events API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use serde::Serialize;
 use super::AppState;
 use super::api::{ApiError, bad_request, params};
 use crate::pipeline::Provider;
-use crate::windows::{Counts, Key, Rate, RateKind, Scope};
+use crate::windows::{Counts, Key, Rate, RateKind, ReasonCount, Scope};
 
 #[derive(Serialize)]
 pub struct StatsPage {
@@ -41,7 +42,13 @@ struct KeyStats {
     /// Without `sent` events the rates mean nothing: check that Mailjet sends them.
     has_sends: bool,
     rates: Vec<RateStats>,
+    /// The most frequent bounce and block reasons, for the global and provider scopes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    top_reasons: Vec<ReasonCount>,
 }
+
+/// How many reasons each key lists.
+const TOP_REASONS: usize = 5;
 
 #[derive(Serialize)]
 struct RateStats {
@@ -143,9 +150,15 @@ pub async fn stats(
                 Key::Campaign(c) => (None, Some(c.to_string())),
                 Key::CampaignProvider(c, p) => (Some(*p), Some(c.to_string())),
             };
+            let top_reasons = match key {
+                Key::Global => windows.top_reasons(None, window_minutes, now, TOP_REASONS),
+                Key::Provider(p) => windows.top_reasons(Some(*p), window_minutes, now, TOP_REASONS),
+                _ => Vec::new(),
+            };
             KeyStats {
                 provider,
                 campaign,
+                top_reasons,
                 counts,
                 has_sends: counts.has_sends(),
                 rates: counts

@@ -1,0 +1,228 @@
+//! Bounce and block reasons (`error_related_to` / `error`) per provider, over the same windows.
+//!
+//! Reasons are kept for the global scope and per provider, not per campaign: they answer "why
+//! is Microsoft blocking us", and per-campaign reason tables would multiply memory by the
+//! number of campaigns. The values are free text, so their number is capped: past
+//! [`MAX_REASONS`] distinct pairs, new ones count as `other`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::rate::Counts;
+use super::series::Series;
+use crate::event::{Event, EventKind};
+use crate::pipeline::Provider;
+
+/// How many distinct (category, error) pairs are tracked before new ones fold into `other`.
+pub const MAX_REASONS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReasonKey {
+    /// `None` for the global scope.
+    pub provider: Option<Provider>,
+    /// `bounce` or `blocked`.
+    pub event: String,
+    pub category: String,
+    pub error: String,
+}
+
+/// One row of a "top reasons" answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    pub event: String,
+    pub category: String,
+    pub error: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reasons {
+    series: Vec<(ReasonKey, Series)>,
+    #[serde(skip)]
+    index: HashMap<ReasonKey, usize>,
+    #[serde(skip)]
+    pairs: HashSet<(String, String)>,
+}
+
+impl Reasons {
+    /// Rebuilds the lookup tables after a snapshot is restored.
+    pub fn reindex(&mut self) {
+        self.index = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        self.pairs = self
+            .series
+            .iter()
+            .map(|(k, _)| (k.category.clone(), k.error.clone()))
+            .collect();
+    }
+
+    /// Counts the reason of a bounce or block; other events carry none.
+    pub fn record(&mut self, event: &Event, provider: Provider, at: u32, now: u32) {
+        if !matches!(event.kind, EventKind::Bounce | EventKind::Blocked) {
+            return;
+        }
+        let mut pair = (
+            event.error_related_to.clone().unwrap_or_default(),
+            event.error.clone().unwrap_or_default(),
+        );
+        if !self.pairs.contains(&pair) {
+            if self.pairs.len() >= MAX_REASONS {
+                pair = ("other".into(), "other".into());
+            }
+            self.pairs.insert(pair.clone());
+        }
+        let counts = Counts::of(event);
+        for scope in [None, Some(provider)] {
+            let key = ReasonKey {
+                provider: scope,
+                event: event.kind.as_str().to_string(),
+                category: pair.0.clone(),
+                error: pair.1.clone(),
+            };
+            let i = match self.index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.series.push((key.clone(), Series::default()));
+                    self.index.insert(key, self.series.len() - 1);
+                    self.series.len() - 1
+                }
+            };
+            self.series[i].1.add(at, now, counts);
+        }
+    }
+
+    /// The `n` most frequent reasons of a scope over the window.
+    pub fn top(
+        &self,
+        provider: Option<Provider>,
+        window: u32,
+        now: u32,
+        n: usize,
+    ) -> Vec<ReasonCount> {
+        let mut rows: Vec<ReasonCount> = self
+            .series
+            .iter()
+            .filter(|(k, _)| k.provider == provider)
+            .map(|(k, s)| {
+                let c = s.sum(now, window);
+                ReasonCount {
+                    event: k.event.clone(),
+                    category: k.category.clone(),
+                    error: k.error.clone(),
+                    count: u64::from(c.bounce) + u64::from(c.blocked),
+                }
+            })
+            .filter(|r| r.count > 0)
+            .collect();
+        rows.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| {
+                (&a.event, &a.category, &a.error).cmp(&(&b.event, &b.category, &b.error))
+            })
+        });
+        rows.truncate(n);
+        rows
+    }
+
+    /// Rolls every series and drops the ones with nothing left in the longest window.
+    pub fn evict_idle(&mut self, now: u32, longest: u32) {
+        self.series.retain_mut(|(_, s)| {
+            s.roll(now, longest);
+            s.newest_minute().is_some_and(|m| m + longest > now)
+        });
+        self.reindex();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+
+    fn bounce(category: &str, error: &str) -> Event {
+        parse_event(&format!(
+            r#"{{"event":"bounce","error_related_to":"{category}","error":"{error}"}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn top_reasons_per_provider_and_global() {
+        let mut r = Reasons::default();
+        for _ in 0..3 {
+            r.record(
+                &bounce("recipient", "user unknown"),
+                Provider::Google,
+                100,
+                100,
+            );
+        }
+        r.record(
+            &bounce("spam", "sender blocked"),
+            Provider::Microsoft,
+            100,
+            100,
+        );
+        let blocked = parse_event(
+            r#"{"event":"blocked","error_related_to":"spam","error":"sender blocked"}"#,
+        )
+        .unwrap();
+        r.record(&blocked, Provider::Microsoft, 100, 100);
+        r.record(
+            &parse_event(r#"{"event":"sent"}"#).unwrap(),
+            Provider::Google,
+            100,
+            100,
+        );
+
+        let google = r.top(Some(Provider::Google), 5, 100, 5);
+        assert_eq!(google.len(), 1);
+        assert_eq!(
+            (google[0].error.as_str(), google[0].count),
+            ("user unknown", 3)
+        );
+        let global = r.top(None, 5, 100, 2);
+        assert_eq!(global[0].count, 3);
+        assert_eq!(global.len(), 2, "truncated to n");
+        let microsoft = r.top(Some(Provider::Microsoft), 5, 100, 5);
+        assert_eq!(
+            microsoft
+                .iter()
+                .map(|r| r.event.as_str())
+                .collect::<Vec<_>>(),
+            vec!["blocked", "bounce"]
+        );
+    }
+
+    #[test]
+    fn free_text_reasons_are_capped() {
+        let mut r = Reasons::default();
+        for i in 0..MAX_REASONS + 50 {
+            r.record(
+                &bounce("recipient", &format!("odd reason {i}")),
+                Provider::Other,
+                100,
+                100,
+            );
+        }
+        let all = r.top(None, 5, 100, usize::MAX);
+        assert_eq!(all.len(), MAX_REASONS + 1);
+        let other = all.iter().find(|x| x.category == "other").unwrap();
+        assert_eq!(other.count, 50);
+    }
+
+    #[test]
+    fn survives_a_snapshot_round_trip() {
+        let mut r = Reasons::default();
+        r.record(&bounce("domain", "no mail host"), Provider::Yahoo, 100, 100);
+        let mut back: Reasons = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        back.reindex();
+        back.record(&bounce("domain", "no mail host"), Provider::Yahoo, 100, 100);
+        assert_eq!(back.top(Some(Provider::Yahoo), 5, 100, 5)[0].count, 2);
+        assert_eq!(back.series.len(), 2, "no duplicate series after restore");
+    }
+}
