@@ -17,6 +17,13 @@ use bouncewatch::pipeline::Provider;
 use bouncewatch::windows::{Counts, Windows, WindowsConfig};
 
 const EVENTS: usize = 1_000_000;
+const PROVIDERS: [Provider; 5] = [
+    Provider::Google,
+    Provider::Microsoft,
+    Provider::Yahoo,
+    Provider::Orange,
+    Provider::Other,
+];
 const NOW: i64 = 1_800_000_000;
 
 fn best_of<F: FnMut()>(runs: usize, mut f: F) -> Duration {
@@ -33,13 +40,7 @@ fn best_of<F: FnMut()>(runs: usize, mut f: F) -> Duration {
 fn main() {
     // Memory first, while the process holds nothing else, so RSS growth is the windows' own.
     memory(&WindowsConfig::default());
-    let providers = [
-        Provider::Google,
-        Provider::Microsoft,
-        Provider::Yahoo,
-        Provider::Orange,
-        Provider::Other,
-    ];
+    let providers = PROVIDERS;
     let kinds = [
         "sent", "sent", "sent", "sent", "open", "click", "bounce", "blocked", "spam", "unsub",
     ];
@@ -129,13 +130,7 @@ fn rss_bytes() -> u64 {
 /// 100,000 campaigns x 5 providers, each key active in 4 different hours of the last day.
 /// Reports the memory per key against the target: under 1 GiB in total.
 fn memory(config: &WindowsConfig) {
-    let providers = [
-        Provider::Google,
-        Provider::Microsoft,
-        Provider::Yahoo,
-        Provider::Orange,
-        Provider::Other,
-    ];
+    let providers = PROVIDERS;
     let before = rss_bytes();
     let mut w = Windows::new(config);
     let mut event =
