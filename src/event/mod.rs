@@ -128,7 +128,7 @@ impl Event {
     /// into one, which is the price of exactly-once counting across retries.
     ///
     /// Layout: the event's `time` as 4 big-endian bytes, then 12 bytes of xxh3-128 over the
-    /// length-prefixed fields. The time prefix keeps the unique index's inserts next to each
+    /// length-prefixed fields. The time prefix keeps the dedup table's inserts next to each
     /// other (events arrive roughly in time order), which is what lets the journal take hundreds
     /// of thousands of events a second; a random key made every insert touch a cold page. The
     /// hash is stable across releases and platforms, unlike std's `DefaultHasher`.

@@ -4,8 +4,10 @@
 //! committed** with `synchronous=FULL` in WAL mode, so a `200` survives `kill -9` and power
 //! loss. One writer thread owns the only write connection and does group commit: it takes
 //! everything queued, writes it in one transaction, commits once, then answers every request in
-//! the batch. Deduplication lives here too: a unique index on the event's dedup key makes a
-//! retried event a no-op that is reported back as a duplicate.
+//! the batch. Deduplication lives here too: each event claims its dedup key in the `dedup`
+//! table, so a retried event is a no-op that is reported back as a duplicate. Events are stored
+//! in chunk rows (`schema.rs`), and lookups by field go through a derived index (`index.rs`)
+//! built after the acknowledgement.
 //!
 //! When the queue is full the append fails at once with [`JournalError::QueueFull`]; when the
 //! disk fails it fails with [`JournalError::Storage`]. Callers turn both into `503`, never `200`.
