@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -69,9 +68,6 @@ impl RateStats {
     }
 }
 
-/// How long a query waits for the pipeline to count what the journal has committed.
-const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
-
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -117,15 +113,11 @@ pub async fn stats(
         }
     }
 
-    // Read your writes: wait (briefly) until the pipeline has counted what is committed.
-    let target = state.journal.progress().committed.load(Ordering::Acquire);
-    let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
-    while state.pipeline.shared.seq.load(Ordering::Acquire) < target
-        && tokio::time::Instant::now() < deadline
-    {
-        state.pipeline.waker.unpark();
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    // Read your writes: the counts include everything committed before this request.
+    state
+        .journal
+        .wait_for(&state.pipeline.shared.seq, &state.pipeline.waker)
+        .await;
 
     let now = crate::journal::now_ms() / 1000;
     let windows = state

@@ -19,7 +19,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -275,17 +275,21 @@ impl Journal {
     /// Lists events, newest first, one page at a time. Waits up to two seconds for the lookup
     /// index to include everything committed before the call, so a client reads its own writes.
     pub async fn events(&self, filter: EventFilter) -> Result<EventPage, JournalError> {
+        self.wait_for(&self.progress.indexed, &self.indexer).await;
+        self.read(move |conn| query::events(conn, &filter)).await
+    }
+
+    /// Read your writes: waits, up to two seconds, until `consumer` (the position of a thread
+    /// that tails the journal) reaches what was committed when the call began, waking that
+    /// thread so it does not sleep out its poll interval. The lookup index and the pipeline both
+    /// answer queries this way.
+    pub async fn wait_for(&self, consumer: &AtomicI64, waker: &std::thread::Thread) {
         let target = self.progress.committed.load(Ordering::Acquire);
-        if self.progress.indexed.load(Ordering::Acquire) < target {
-            self.indexer.unpark();
-        }
         let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
-        while self.progress.indexed.load(Ordering::Acquire) < target
-            && tokio::time::Instant::now() < deadline
-        {
+        while consumer.load(Ordering::Acquire) < target && tokio::time::Instant::now() < deadline {
+            waker.unpark();
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        self.read(move |conn| query::events(conn, &filter)).await
     }
 
     /// The writer's and the indexer's positions in the journal.
