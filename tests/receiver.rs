@@ -157,14 +157,9 @@ async fn ids_above_2_pow_60_round_trip_exactly() {
     let id: u64 = 1_152_921_505_370_435_123;
     assert!(id > 1 << 60);
     // Read the API's text, not a parsed f64: the digits themselves must be exact.
-    let text = client()
-        .get(server.url(&format!("/api/v1/events?message_id={id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server
+        .get_text(&format!("/api/v1/events?message_id={id}"))
+        .await;
     assert!(
         text.contains("\"message_id\":1152921505370435123"),
         "{text}"
@@ -273,6 +268,13 @@ async fn empty_bodies_and_empty_arrays_are_answered_200() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(events(&server, "event=open").await.len(), 1);
+}
+
+/// `GET` with a bearer token; the answer must be 200 JSON.
+async fn get_with_token(url: &str, token: &str) -> Value {
+    let r = client().get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    r.json().await.unwrap()
 }
 
 fn basic(user: &str, pass: &str) -> String {
@@ -487,15 +489,7 @@ async fn the_api_needs_its_token_when_one_is_set_and_pages_newest_first() {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = client()
-            .get(url)
-            .bearer_auth("api-tok")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_with_token(&url, "api-tok").await;
         for e in page["events"].as_array().unwrap() {
             seen.push(e["message_id"].as_u64().unwrap());
         }
@@ -507,15 +501,7 @@ async fn the_api_needs_its_token_when_one_is_set_and_pages_newest_first() {
     assert_eq!(seen, (1..=25).rev().collect::<Vec<u64>>());
 
     let url = server.url("/api/v1/events?since=1010&until=1012");
-    let page: Value = client()
-        .get(url)
-        .bearer_auth("api-tok")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_with_token(&url, "api-tok").await;
     assert_eq!(page["events"].as_array().unwrap().len(), 3);
     let url = server.url("/api/v1/events?mesage_id=1");
     let r = client()

@@ -213,16 +213,21 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
-    /// Reads one sample from `/metrics` (`name` with its label set, as rendered).
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = client()
-            .get(self.url("/metrics"))
+    /// `GET` and the body as text, whatever the status.
+    pub async fn get_text(&self, path_and_query: &str) -> String {
+        client()
+            .get(self.url(path_and_query))
             .send()
             .await
-            .unwrap()
+            .expect("GET")
             .text()
             .await
-            .unwrap();
+            .expect("body")
+    }
+
+    /// Reads one sample from `/metrics` (`name` with its label set, as rendered).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get_text("/metrics").await;
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
             .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"))
