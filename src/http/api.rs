@@ -208,3 +208,48 @@ pub async fn quarantine(
     }
     Ok(Json(state.journal.quarantined(f).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn peer(ip: &str) -> SocketAddr {
+        format!("{ip}:40000").parse().unwrap()
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_peers_are_served() {
+        let open = ApiAuth::new(&ApiConfig::default());
+        assert!(open.check(&HeaderMap::new(), peer("127.0.0.1")).is_ok());
+        assert!(open.check(&HeaderMap::new(), peer("[::1]")).is_ok());
+        let refused = open
+            .check(&HeaderMap::new(), peer("192.0.2.7"))
+            .unwrap_err();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn with_a_token_every_peer_needs_it() {
+        let auth = ApiAuth::new(&ApiConfig {
+            token: "s3cret".into(),
+        });
+        let mut good = HeaderMap::new();
+        good.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert!(auth.check(&good, peer("192.0.2.7")).is_ok());
+        let missing = auth
+            .check(&HeaderMap::new(), peer("127.0.0.1"))
+            .unwrap_err();
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.challenge, Some("Bearer"));
+        let mut wrong = HeaderMap::new();
+        wrong.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cre"),
+        );
+        assert!(auth.check(&wrong, peer("127.0.0.1")).is_err());
+    }
+}
