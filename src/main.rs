@@ -96,18 +96,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::debug!(config = %config.to_masked_toml(), "effective configuration");
 
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create server.data_dir {}", data_dir.display()))?;
+    // Before the runtime: the OTLP exporter's blocking HTTP client must not live inside it.
+    let metrics = Arc::new(Metrics::new(&config.metrics, data_dir)?);
+    tracing::info!(
+        otlp = metrics.pushing(),
+        instance = %metrics.instance_id(),
+        "metrics ready"
+    );
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, listen))
+    let result = runtime.block_on(run(config, listen, metrics.clone()));
+    drop(runtime);
+    // A last push, so the final counts reach the store.
+    metrics.shutdown();
+    result
 }
 
-async fn run(config: Config, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    listen: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create server.data_dir {}", data_dir.display()))?;
-    let metrics = Arc::new(Metrics::default());
     let journal = Journal::open(data_dir, &config.journal, metrics.clone())?;
     let pipeline = Pipeline::start(
         data_dir,

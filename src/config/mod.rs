@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
 use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
+use crate::metrics::MetricsConfig;
 use crate::pipeline::ProvidersConfig;
 use crate::windows::WindowsConfig;
 
@@ -37,6 +38,7 @@ pub struct Config {
     /// Domain → provider overrides, e.g. `"example.com" = "google"`.
     pub providers: ProvidersConfig,
     pub windows: WindowsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,7 @@ impl Config {
         self.tls.validate()?;
         self.providers.validate()?;
         self.windows.validate()?;
+        self.metrics.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -137,6 +140,7 @@ impl Config {
                 *secret = MASK.to_string();
             }
         }
+        c.metrics.mask_headers(MASK);
         c
     }
 

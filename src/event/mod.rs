@@ -15,7 +15,7 @@ use serde::Serialize;
 
 /// The seven documented event types, plus `Unknown` for anything else (legacy `typofix`, future
 /// types). Unknown events are kept and counted, never rejected: Mailjet would retry them forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Sent,

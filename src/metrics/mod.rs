@@ -1,24 +1,58 @@
-//! In-process counters of the receiver and the journal, rendered at `GET /metrics`.
+//! The signals bouncewatch exports: OpenTelemetry instruments, pushed over OTLP/HTTP and served
+//! at `GET /metrics` from the same collection.
 //!
-//! Every name comes from [`names`]. The counters are plain atomics so that the request path
-//! pays a few nanoseconds; the latency summaries use `hdrhistogram` behind a short `std` mutex
-//! (no `.await` is ever held across it). OpenTelemetry export builds on these (the windows and
-//! metrics issue).
+//! One `SdkMeterProvider` has two readers: a periodic reader that pushes OTLP protobuf with
+//! cumulative temporality (when an endpoint is configured), and a manual reader that
+//! `/metrics` collects on every scrape. Both see the same instruments, so the two paths cannot
+//! disagree. Names come from [`names`] only.
+//!
+//! The request path must stay cheap, so counters there are plain atomics that observable
+//! instruments read at collection time; only histograms are recorded through the SDK, once per
+//! request or commit. Per-event counters with a campaign label live in [`CampaignCounters`],
+//! which the pipeline updates once per batch under one lock.
 
+pub mod campaigns;
+pub mod config;
 pub mod names;
+mod prometheus;
 
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, Meter, MeterProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, PeriodicReader, Pipeline, SdkMeterProvider, Temporality,
+};
 
 use crate::event::EventKind;
+use crate::pipeline::Shared;
+use crate::windows::{Key, RateKind, Scope, WindowsConfig};
+pub use campaigns::CampaignCounters;
+pub use config::MetricsConfig;
 use names::Signal;
 
 /// Statuses the receiver answers with; anything else is counted as `other`.
 const STATUSES: [u16; 8] = [200, 400, 401, 403, 404, 413, 500, 503];
+
+/// Histogram buckets, in the histogram's unit.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+const DELAY_BUCKETS: [f64; 14] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0,
+    86400.0,
+];
 
 /// Why a webhook request was answered 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,49 +78,15 @@ impl Unavailable {
     }
 }
 
-/// A latency or size distribution: quantiles from an HDR histogram, plus an exact sum.
-struct Summary {
-    /// Values in the histogram's unit (microseconds, or a plain count).
-    inner: Mutex<(Histogram<u64>, u64)>,
-    /// Multiplies a recorded value into the exported unit (1e-6 for seconds from µs).
-    scale: f64,
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot set up the OTLP exporter (metrics.otlp_endpoint): {0}")]
+    Exporter(String),
 }
 
-impl Summary {
-    fn new(max: u64, scale: f64) -> Summary {
-        let hist = Histogram::new_with_bounds(1, max.max(2), 2).unwrap_or_else(|_| {
-            Histogram::new(2).expect("a 2-digit histogram with auto-resize is always valid")
-        });
-        Summary {
-            inner: Mutex::new((hist, 0)),
-            scale,
-        }
-    }
-
-    fn record(&self, value: u64) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.saturating_record(value.max(1));
-        g.1 = g.1.saturating_add(value);
-    }
-
-    fn render(&self, out: &mut String, s: &Signal) {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for q in [0.5, 0.9, 0.99] {
-            let v = g.0.value_at_quantile(q) as f64 * self.scale;
-            let _ = writeln!(out, "{}{{quantile=\"{q}\"}} {v}", s.name);
-        }
-        let _ = writeln!(out, "{}_sum {}", s.name, g.1 as f64 * self.scale);
-        let _ = writeln!(out, "{}_count {}", s.name, g.0.len());
-    }
-
-    fn quantile(&self, q: f64) -> f64 {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.value_at_quantile(q) as f64 * self.scale
-    }
-}
-
-/// All in-process counters. One instance per process, shared through an `Arc`.
-pub struct Metrics {
+/// The hot-path counters, read by the observable instruments at each collection.
+#[derive(Default)]
+struct Counters {
     requests: [AtomicU64; STATUSES.len() + 1],
     events: [AtomicU64; EventKind::ALL.len()],
     duplicates: AtomicU64,
@@ -95,12 +95,9 @@ pub struct Metrics {
     too_large: AtomicU64,
     unavailable: [AtomicU64; Unavailable::ALL.len()],
     empty: AtomicU64,
-    request_duration: Summary,
     last_event_ms: AtomicI64,
     commits: AtomicU64,
     commit_failures: AtomicU64,
-    commit_duration: Summary,
-    batch_size: Summary,
     retention_deleted: AtomicU64,
     journal_seq: AtomicI64,
     pipeline_seq: AtomicI64,
@@ -108,29 +105,61 @@ pub struct Metrics {
     clamped: AtomicU64,
 }
 
+/// The windows the rate gauges read, once the pipeline has started.
+struct WindowsSource {
+    shared: Arc<Shared>,
+    /// `(minutes, label)` per configured window, label as in `window="5m"`.
+    windows: Vec<(u32, String)>,
+}
+
+/// Everything the observable instruments' callbacks read.
+struct State {
+    counters: Counters,
+    campaigns: Mutex<CampaignCounters>,
+    windows: OnceLock<WindowsSource>,
+}
+
+/// The `/metrics` reader, shared between the meter provider (which owns its readers) and the
+/// scrape handler.
+#[derive(Debug, Clone)]
+struct ScrapeReader(Arc<ManualReader>);
+
+impl MetricReader for ScrapeReader {
+    fn register_pipeline(&self, pipeline: std::sync::Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// All signals. One instance per process, shared through an `Arc`.
+pub struct Metrics {
+    state: Arc<State>,
+    request_duration: Histogram<f64>,
+    commit_duration: Histogram<f64>,
+    batch_size: Histogram<u64>,
+    event_delay: Histogram<f64>,
+    provider: SdkMeterProvider,
+    scrape: ScrapeReader,
+    resource: Resource,
+    pushing: bool,
+}
+
 impl Default for Metrics {
+    /// No OTLP push, whatever the environment says: for tests and benchmarks.
     fn default() -> Self {
-        Metrics {
-            requests: Default::default(),
-            events: Default::default(),
-            duplicates: AtomicU64::new(0),
-            quarantined: AtomicU64::new(0),
-            unauthorized: AtomicU64::new(0),
-            too_large: AtomicU64::new(0),
-            unavailable: Default::default(),
-            empty: AtomicU64::new(0),
-            request_duration: Summary::new(60_000_000, 1e-6),
-            last_event_ms: AtomicI64::new(0),
-            commits: AtomicU64::new(0),
-            commit_failures: AtomicU64::new(0),
-            commit_duration: Summary::new(60_000_000, 1e-6),
-            batch_size: Summary::new(10_000_000, 1.0),
-            retention_deleted: AtomicU64::new(0),
-            journal_seq: AtomicI64::new(0),
-            pipeline_seq: AtomicI64::new(0),
-            late: AtomicU64::new(0),
-            clamped: AtomicU64::new(0),
-        }
+        let config = MetricsConfig::default();
+        Metrics::build(&config, random_id(), None)
     }
 }
 
@@ -139,151 +168,486 @@ fn add(c: &AtomicU64, n: usize) {
 }
 
 impl Metrics {
+    /// The process's metrics: `/metrics` always, and an OTLP push when `config` or the
+    /// `OTEL_EXPORTER_OTLP_*` variables name an endpoint. Call it outside the async runtime:
+    /// the OTLP exporter runs a blocking HTTP client on its own thread.
+    pub fn new(config: &MetricsConfig, data_dir: &Path) -> Result<Metrics, MetricsError> {
+        let instance = if config.instance_id.is_empty() {
+            persistent_instance_id(data_dir)
+        } else {
+            config.instance_id.clone()
+        };
+        let exporter = if otlp_requested(config) {
+            Some(build_exporter(config)?)
+        } else {
+            None
+        };
+        Ok(Metrics::build(config, instance, exporter))
+    }
+
+    fn build(
+        config: &MetricsConfig,
+        instance: String,
+        exporter: Option<opentelemetry_otlp::MetricExporter>,
+    ) -> Metrics {
+        let resource = resource(config, instance);
+        let scrape = ScrapeReader(Arc::new(
+            ManualReader::builder()
+                .with_temporality(Temporality::Cumulative)
+                .build(),
+        ));
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(scrape.clone());
+        let pushing = exporter.is_some();
+        if let Some(exporter) = exporter {
+            let mut reader = PeriodicReader::builder(exporter);
+            let default_interval = MetricsConfig::default().otlp_interval;
+            if config.otlp_interval != default_interval
+                || std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL").is_none()
+            {
+                reader = reader.with_interval(config.otlp_interval.0);
+            }
+            builder = builder.with_reader(reader.build());
+        }
+        let provider = builder.build();
+        let meter = provider.meter("bouncewatch");
+        let state = Arc::new(State {
+            counters: Counters::default(),
+            campaigns: Mutex::new(CampaignCounters::new(config.top_campaigns)),
+            windows: OnceLock::new(),
+        });
+        register_observers(&meter, &state);
+        let f64_histogram = |s: &Signal, buckets: &[f64]| {
+            meter
+                .f64_histogram(s.instrument())
+                .with_description(s.help)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        let request_duration = f64_histogram(&names::RECEIVER_REQUEST_DURATION, &LATENCY_BUCKETS);
+        let commit_duration = f64_histogram(&names::JOURNAL_COMMIT_DURATION, &LATENCY_BUCKETS);
+        let event_delay = f64_histogram(&names::EVENT_DELAY, &DELAY_BUCKETS);
+        let batch_size = meter
+            .u64_histogram(names::JOURNAL_BATCH_SIZE.instrument())
+            .with_description(names::JOURNAL_BATCH_SIZE.help)
+            .with_boundaries(BATCH_BUCKETS.to_vec())
+            .build();
+        Metrics {
+            state,
+            request_duration,
+            commit_duration,
+            batch_size,
+            event_delay,
+            provider,
+            scrape,
+            resource,
+            pushing,
+        }
+    }
+
+    /// Whether an OTLP push is configured.
+    pub fn pushing(&self) -> bool {
+        self.pushing
+    }
+
+    /// The `service.instance.id` this process reports.
+    pub fn instance_id(&self) -> String {
+        self.resource
+            .get(&opentelemetry::Key::from_static_str("service.instance.id"))
+            .map(|v| v.as_str().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.state.counters
+    }
+
     pub fn request(&self, status: u16, elapsed: Duration) {
         let i = STATUSES
             .iter()
             .position(|&s| s == status)
             .unwrap_or(STATUSES.len());
-        add(&self.requests[i], 1);
-        self.request_duration.record(elapsed.as_micros() as u64);
+        add(&self.counters().requests[i], 1);
+        self.request_duration.record(elapsed.as_secs_f64(), &[]);
     }
 
     pub fn stored(&self, kind: EventKind, now_ms: i64) {
-        add(&self.events[kind.index()], 1);
-        self.last_event_ms.fetch_max(now_ms, Ordering::Relaxed);
+        let c = self.counters();
+        add(&c.events[kind.index()], 1);
+        c.last_event_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
     pub fn duplicates(&self, n: usize) {
-        add(&self.duplicates, n);
+        add(&self.counters().duplicates, n);
     }
 
     pub fn quarantined(&self, n: usize) {
-        add(&self.quarantined, n);
+        add(&self.counters().quarantined, n);
     }
 
     pub fn unauthorized(&self) {
-        add(&self.unauthorized, 1);
+        add(&self.counters().unauthorized, 1);
     }
 
     pub fn too_large(&self) {
-        add(&self.too_large, 1);
+        add(&self.counters().too_large, 1);
     }
 
     pub fn unavailable(&self, why: Unavailable) {
-        add(&self.unavailable[why as usize], 1);
+        add(&self.counters().unavailable[why as usize], 1);
     }
 
     pub fn empty_body(&self) {
-        add(&self.empty, 1);
+        add(&self.counters().empty, 1);
     }
 
     pub fn journal_commit(&self, elapsed: Duration, events: usize) {
-        add(&self.commits, 1);
-        self.commit_duration.record(elapsed.as_micros() as u64);
-        self.batch_size.record(events as u64);
+        add(&self.counters().commits, 1);
+        self.commit_duration.record(elapsed.as_secs_f64(), &[]);
+        self.batch_size.record(events as u64, &[]);
     }
 
     pub fn journal_commit_failed(&self) {
-        add(&self.commit_failures, 1);
+        add(&self.counters().commit_failures, 1);
     }
 
     pub fn retention_deleted(&self, n: usize) {
-        add(&self.retention_deleted, n);
+        add(&self.counters().retention_deleted, n);
     }
 
     /// The journal's newest committed `seq`.
     pub fn journal_seq(&self, seq: i64) {
-        self.journal_seq.fetch_max(seq, Ordering::Relaxed);
+        self.counters()
+            .journal_seq
+            .fetch_max(seq, Ordering::Relaxed);
     }
 
     /// Where the pipeline is, and its running totals of late and clamped events (restored from
     /// its snapshot, so they do not reset on restart).
     pub fn pipeline_progress(&self, seq: i64, late: u64, clamped: u64) {
-        self.pipeline_seq.store(seq, Ordering::Relaxed);
-        self.late.store(late, Ordering::Relaxed);
-        self.clamped.store(clamped, Ordering::Relaxed);
+        let c = self.counters();
+        c.pipeline_seq.store(seq, Ordering::Relaxed);
+        c.late.store(late, Ordering::Relaxed);
+        c.clamped.store(clamped, Ordering::Relaxed);
     }
 
-    /// The p-quantile of webhook request latency, in seconds.
-    pub fn request_latency_quantile(&self, q: f64) -> f64 {
-        self.request_duration.quantile(q)
+    /// One event's delay from its `time` to its receipt, in seconds.
+    pub fn event_delay(&self, secs: f64) {
+        self.event_delay.record(secs.max(0.0), &[]);
     }
 
-    /// Renders every signal in the Prometheus text exposition format (version 0.0.4).
+    /// The counters behind `bouncewatch_events_total`; the pipeline holds this for one batch.
+    pub fn campaigns(&self) -> MutexGuard<'_, CampaignCounters> {
+        self.state
+            .campaigns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the rate gauges read the pipeline's windows. Only the first call takes effect.
+    pub fn attach_windows(&self, shared: Arc<Shared>, config: &WindowsConfig) {
+        let windows = config
+            .windows
+            .iter()
+            .map(|w| {
+                let minutes = (w.0.as_secs() / 60) as u32;
+                (minutes, window_label(minutes))
+            })
+            .collect();
+        let _ = self.state.windows.set(WindowsSource { shared, windows });
+    }
+
+    /// Collects every instrument and renders the Prometheus text exposition format (0.0.4).
     pub fn render(&self) -> String {
-        use names::*;
-        let mut out = String::with_capacity(4096);
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        for s in ALL {
-            let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
-            let _ = writeln!(out, "# TYPE {} {}", s.name, s.kind.as_str());
-            match s.name {
-                n if n == RECEIVER_REQUESTS.name => {
-                    for (i, c) in self.requests.iter().enumerate() {
-                        let status = STATUSES.get(i).map_or("other".to_string(), u16::to_string);
-                        let _ = writeln!(out, "{n}{{status=\"{status}\"}} {}", get(c));
+        let mut rm = ResourceMetrics::default();
+        if let Err(e) = self.scrape.collect(&mut rm) {
+            tracing::warn!(error = %e, "metrics collection failed");
+        }
+        prometheus::render(&rm)
+    }
+
+    /// Pushes a last time and stops the exporter.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "metrics shutdown");
+        }
+    }
+}
+
+/// `5m`, `1h`, `24h`: the window label of a number of minutes.
+pub fn window_label(minutes: u32) -> String {
+    if minutes.is_multiple_of(60) {
+        format!("{}h", minutes / 60)
+    } else {
+        format!("{minutes}m")
+    }
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+fn seq(a: &AtomicI64) -> i64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// The observable instruments: each reads [`State`] when a reader collects.
+fn register_observers(meter: &Meter, state: &Arc<State>) {
+    use names::*;
+    let counter = |s: &Signal, read: fn(&Counters) -> u64| {
+        let st = state.clone();
+        meter
+            .u64_observable_counter(s.instrument())
+            .with_description(s.help)
+            .with_callback(move |o| o.observe(read(&st.counters), &[]))
+            .build();
+    };
+    counter(&RECEIVER_DUPLICATES, |c| get(&c.duplicates));
+    counter(&RECEIVER_QUARANTINED, |c| get(&c.quarantined));
+    counter(&RECEIVER_UNAUTHORIZED, |c| get(&c.unauthorized));
+    counter(&RECEIVER_TOO_LARGE, |c| get(&c.too_large));
+    counter(&RECEIVER_EMPTY, |c| get(&c.empty));
+    counter(&JOURNAL_COMMITS, |c| get(&c.commits));
+    counter(&JOURNAL_COMMIT_FAILURES, |c| get(&c.commit_failures));
+    counter(&JOURNAL_RETENTION_DELETED, |c| get(&c.retention_deleted));
+    counter(&EVENTS_LATE, |c| get(&c.late));
+    counter(&EVENTS_CLAMPED, |c| get(&c.clamped));
+
+    let st = state.clone();
+    meter
+        .u64_observable_counter(RECEIVER_REQUESTS.instrument())
+        .with_description(RECEIVER_REQUESTS.help)
+        .with_callback(move |o| {
+            for (i, c) in st.counters.requests.iter().enumerate() {
+                let status = STATUSES.get(i).map_or("other".to_string(), u16::to_string);
+                o.observe(get(c), &[KeyValue::new("status", status)]);
+            }
+        })
+        .build();
+    let st = state.clone();
+    meter
+        .u64_observable_counter(RECEIVER_EVENTS.instrument())
+        .with_description(RECEIVER_EVENTS.help)
+        .with_callback(move |o| {
+            for kind in EventKind::ALL {
+                let n = get(&st.counters.events[kind.index()]);
+                o.observe(n, &[KeyValue::new("event", kind.as_str())]);
+            }
+        })
+        .build();
+    let st = state.clone();
+    meter
+        .u64_observable_counter(RECEIVER_UNAVAILABLE.instrument())
+        .with_description(RECEIVER_UNAVAILABLE.help)
+        .with_callback(move |o| {
+            for why in Unavailable::ALL {
+                let n = get(&st.counters.unavailable[why as usize]);
+                o.observe(n, &[KeyValue::new("reason", why.as_str())]);
+            }
+        })
+        .build();
+    let st = state.clone();
+    meter
+        .u64_observable_counter(EVENTS.instrument())
+        .with_description(EVENTS.help)
+        .with_callback(move |o| {
+            let samples = st
+                .campaigns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .samples();
+            for (kind, provider, campaign, n) in samples {
+                let attrs = [
+                    KeyValue::new("event", kind.as_str()),
+                    KeyValue::new("provider", provider.as_str()),
+                    KeyValue::new("campaign", campaign),
+                ];
+                o.observe(n, &attrs);
+            }
+        })
+        .build();
+
+    let gauge = |s: &Signal, read: fn(&Counters) -> f64| {
+        let st = state.clone();
+        meter
+            .f64_observable_gauge(s.instrument())
+            .with_description(s.help)
+            .with_callback(move |o| o.observe(read(&st.counters), &[]))
+            .build();
+    };
+    gauge(&RECEIVER_LAST_EVENT, |c| {
+        c.last_event_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    });
+    gauge(&JOURNAL_LAST_SEQ, |c| seq(&c.journal_seq) as f64);
+    gauge(&PIPELINE_LAST_SEQ, |c| seq(&c.pipeline_seq) as f64);
+    gauge(&PIPELINE_LAG, |c| {
+        (seq(&c.journal_seq) - seq(&c.pipeline_seq)).max(0) as f64
+    });
+
+    type Pick = fn(&crate::windows::Rate) -> Option<f64>;
+    let picks: [(Signal, Pick); 3] = [
+        (WINDOW_RATE, |r| r.value()),
+        (WINDOW_RATE_NUMERATOR, |r| Some(r.numerator as f64)),
+        (WINDOW_RATE_DENOMINATOR, |r| Some(r.denominator as f64)),
+    ];
+    for (signal, pick) in picks {
+        let st = state.clone();
+        meter
+            .f64_observable_gauge(signal.instrument())
+            .with_description(signal.help)
+            .with_callback(move |o| {
+                for (attrs, rate) in window_rates(&st) {
+                    if let Some(v) = pick(&rate) {
+                        o.observe(v, &attrs);
                     }
                 }
-                n if n == RECEIVER_EVENTS.name => {
-                    for kind in EventKind::ALL {
-                        let _ = writeln!(
-                            out,
-                            "{n}{{event=\"{}\"}} {}",
-                            kind.as_str(),
-                            get(&self.events[kind.index()])
-                        );
-                    }
+            })
+            .build();
+    }
+}
+
+/// Every rate of every window, globally and per provider, with its attributes.
+fn window_rates(state: &State) -> Vec<(Vec<KeyValue>, crate::windows::Rate)> {
+    let Some(source) = state.windows.get() else {
+        return Vec::new();
+    };
+    let now = crate::journal::now_ms() / 1000;
+    let windows = source
+        .shared
+        .windows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut keys: Vec<Key> = vec![Key::Global];
+    keys.extend(windows.keys(Scope::Provider).cloned());
+    let mut out = Vec::with_capacity(keys.len() * source.windows.len() * RateKind::ALL.len());
+    for key in &keys {
+        for (minutes, label) in &source.windows {
+            let counts = windows.counts(key, *minutes, now);
+            for kind in RateKind::ALL {
+                let mut attrs = vec![
+                    KeyValue::new("rate", kind.as_str()),
+                    KeyValue::new("window", label.clone()),
+                ];
+                if let Key::Provider(p) = key {
+                    attrs.push(KeyValue::new("provider", p.as_str()));
                 }
-                n if n == RECEIVER_UNAVAILABLE.name => {
-                    for why in Unavailable::ALL {
-                        let _ = writeln!(
-                            out,
-                            "{n}{{reason=\"{}\"}} {}",
-                            why.as_str(),
-                            get(&self.unavailable[why as usize])
-                        );
-                    }
-                }
-                n if n == RECEIVER_REQUEST_DURATION.name => {
-                    self.request_duration.render(&mut out, s)
-                }
-                n if n == JOURNAL_COMMIT_DURATION.name => self.commit_duration.render(&mut out, s),
-                n if n == JOURNAL_BATCH_SIZE.name => self.batch_size.render(&mut out, s),
-                n if n == RECEIVER_LAST_EVENT.name => {
-                    let ms = self.last_event_ms.load(Ordering::Relaxed);
-                    let _ = writeln!(out, "{n} {}", ms as f64 / 1000.0);
-                }
-                n if n == JOURNAL_LAST_SEQ.name => {
-                    let _ = writeln!(out, "{n} {}", self.journal_seq.load(Ordering::Relaxed));
-                }
-                n if n == PIPELINE_LAST_SEQ.name => {
-                    let _ = writeln!(out, "{n} {}", self.pipeline_seq.load(Ordering::Relaxed));
-                }
-                n if n == PIPELINE_LAG.name => {
-                    let lag = self.journal_seq.load(Ordering::Relaxed)
-                        - self.pipeline_seq.load(Ordering::Relaxed);
-                    let _ = writeln!(out, "{n} {}", lag.max(0));
-                }
-                n => {
-                    let c = match n {
-                        _ if n == RECEIVER_DUPLICATES.name => &self.duplicates,
-                        _ if n == RECEIVER_QUARANTINED.name => &self.quarantined,
-                        _ if n == RECEIVER_UNAUTHORIZED.name => &self.unauthorized,
-                        _ if n == RECEIVER_TOO_LARGE.name => &self.too_large,
-                        _ if n == RECEIVER_EMPTY.name => &self.empty,
-                        _ if n == JOURNAL_COMMITS.name => &self.commits,
-                        _ if n == JOURNAL_COMMIT_FAILURES.name => &self.commit_failures,
-                        _ if n == JOURNAL_RETENTION_DELETED.name => &self.retention_deleted,
-                        _ if n == EVENTS_LATE.name => &self.late,
-                        _ if n == EVENTS_CLAMPED.name => &self.clamped,
-                        _ => unreachable!("signal {n} is in names::ALL but not rendered"),
-                    };
-                    let _ = writeln!(out, "{n} {}", get(c));
-                }
+                out.push((attrs, kind.of(&counts)));
             }
         }
-        out
     }
+    out
+}
+
+fn otlp_requested(config: &MetricsConfig) -> bool {
+    let set = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_METRICS_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    !disabled
+        && (!config.otlp_endpoint.is_empty()
+            || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+            || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+fn build_exporter(
+    config: &MetricsConfig,
+) -> Result<opentelemetry_otlp::MetricExporter, MetricsError> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    // reqwest with rustls and the process's one crypto provider (installed in main), so an
+    // https endpoint works without a second TLS stack.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(config.otlp_timeout.0)
+        .build()
+        .map_err(|e| MetricsError::Exporter(e.to_string()))?;
+    let mut builder = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(config.otlp_timeout.0)
+        .with_temporality(Temporality::Cumulative);
+    if !config.otlp_endpoint.is_empty() {
+        builder = builder.with_endpoint(config.otlp_endpoint.clone());
+    }
+    if !config.otlp_headers.is_empty() {
+        let headers: HashMap<String, String> = config
+            .otlp_headers
+            .iter()
+            .filter_map(|kv| config::split_pair(kv))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        builder = builder.with_headers(headers);
+    }
+    builder
+        .build()
+        .map_err(|e| MetricsError::Exporter(e.to_string()))
+}
+
+/// The resource: what the environment says (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`),
+/// then `service.name` = bouncewatch unless set there, the version, the configured attributes
+/// and the instance id.
+fn resource(config: &MetricsConfig, instance: String) -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name("bouncewatch");
+    }
+    builder
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attributes(
+            config
+                .resource_attributes
+                .iter()
+                .filter_map(|kv| config::split_pair(kv))
+                .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
+        )
+        .with_attribute(KeyValue::new("service.instance.id", instance))
+        .build()
+}
+
+/// The id kept in `data_dir/instance-id`, created on first use.
+fn persistent_instance_id(data_dir: &Path) -> String {
+    let path = data_dir.join("instance-id");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return text.trim().to_string();
+    }
+    let id = random_id();
+    let tmp = data_dir.join("instance-id.tmp");
+    let written =
+        std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep the instance id; it will change on restart");
+    }
+    id
+}
+
+/// A random UUID (version 4) from the kernel's generator.
+fn random_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        // Still unique enough per process: the time and the pid.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b.copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -302,6 +666,7 @@ mod tests {
     #[test]
     fn every_signal_renders_with_help_and_type() {
         let m = Metrics::default();
+        assert!(!m.pushing());
         m.request(200, Duration::from_millis(3));
         m.request(418, Duration::from_millis(1));
         m.stored(EventKind::Bounce, 1_700_000_000_000);
@@ -346,10 +711,22 @@ mod tests {
             sample(&text, "bouncewatch_receiver_request_duration_seconds_count"),
             2.0
         );
-        let p99 = sample(
-            &text,
-            "bouncewatch_receiver_request_duration_seconds{quantile=\"0.99\"}",
+        // 3 ms and 1 ms: both under the 5 ms bucket, one under 2.5 ms.
+        assert_eq!(
+            sample(
+                &text,
+                "bouncewatch_receiver_request_duration_seconds_bucket{le=\"0.0025\"}"
+            ),
+            1.0
         );
-        assert!((0.0029..0.0031).contains(&p99), "{p99}");
+        assert_eq!(
+            sample(
+                &text,
+                "bouncewatch_receiver_request_duration_seconds_bucket{le=\"+Inf\"}"
+            ),
+            2.0
+        );
+        assert!(text.contains("target_info{"), "{text}");
+        assert!(text.contains("service_instance_id=\""), "{text}");
     }
 }

@@ -1,15 +1,21 @@
 //! Every signal bouncewatch exports, named once.
 //!
 //! Dashboards and alert rules depend on these names, so call sites never spell a metric name:
-//! they go through [`super::Metrics`], which renders with these constants, and the dashboard
-//! tests read this file.
+//! they go through [`super::Metrics`], which creates its OpenTelemetry instruments from these
+//! constants, and the dashboard and alert tests read this file.
+//!
+//! `name` is the name a Prometheus query uses. It is what Prometheus' OTLP translation (and
+//! VictoriaMetrics' `-opentelemetry.usePrometheusNaming`) makes of the instrument name: the
+//! instrument is called `name` without `_total`, and the translation adds `_total` back to a
+//! monotonic sum. Units are spelled in the names (`_seconds`) and the instruments carry no UCUM
+//! unit, so no translator appends a second suffix. Both export paths thus show one set of names.
 
 /// How a signal aggregates, as Prometheus' `# TYPE` line says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
-    Summary,
+    Histogram,
 }
 
 impl Kind {
@@ -17,7 +23,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
-            Kind::Summary => "summary",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -29,6 +35,17 @@ pub struct Signal {
     pub help: &'static str,
     pub kind: Kind,
     pub labels: &'static [&'static str],
+}
+
+impl Signal {
+    /// The OpenTelemetry instrument's name: `name`, without the `_total` a counter gets back
+    /// from the translation.
+    pub fn instrument(&self) -> &'static str {
+        match self.kind {
+            Kind::Counter => self.name.strip_suffix("_total").unwrap_or(self.name),
+            _ => self.name,
+        }
+    }
 }
 
 pub const RECEIVER_REQUESTS: Signal = Signal {
@@ -90,7 +107,7 @@ pub const RECEIVER_EMPTY: Signal = Signal {
 pub const RECEIVER_REQUEST_DURATION: Signal = Signal {
     name: "bouncewatch_receiver_request_duration_seconds",
     help: "Time from request start to answer, for webhook requests, in seconds.",
-    kind: Kind::Summary,
+    kind: Kind::Histogram,
     labels: &[],
 };
 
@@ -118,14 +135,14 @@ pub const JOURNAL_COMMIT_FAILURES: Signal = Signal {
 pub const JOURNAL_COMMIT_DURATION: Signal = Signal {
     name: "bouncewatch_journal_commit_duration_seconds",
     help: "Time to write and commit one group, in seconds.",
-    kind: Kind::Summary,
+    kind: Kind::Histogram,
     labels: &[],
 };
 
 pub const JOURNAL_BATCH_SIZE: Signal = Signal {
     name: "bouncewatch_journal_commit_batch_events",
     help: "Events and quarantined bodies written per group commit.",
-    kind: Kind::Summary,
+    kind: Kind::Histogram,
     labels: &[],
 };
 
@@ -155,6 +172,41 @@ pub const PIPELINE_LAG: Signal = Signal {
     help: "Events committed to the journal but not yet counted in the windows.",
     kind: Kind::Gauge,
     labels: &[],
+};
+
+pub const EVENTS: Signal = Signal {
+    name: "bouncewatch_events_total",
+    help: "Events counted by the pipeline (after deduplication), by type, mailbox provider and campaign; campaigns outside the top N by recent volume are counted as campaign=\"other\".",
+    kind: Kind::Counter,
+    labels: &["event", "provider", "campaign"],
+};
+
+pub const EVENT_DELAY: Signal = Signal {
+    name: "bouncewatch_event_delay_seconds",
+    help: "Time from the event (Mailjet's time) to its receipt; a long delay means Mailjet retried.",
+    kind: Kind::Histogram,
+    labels: &[],
+};
+
+pub const WINDOW_RATE: Signal = Signal {
+    name: "bouncewatch_window_rate",
+    help: "A rate over a sliding event-time window, globally (no provider label) or per provider; absent while its denominator is 0.",
+    kind: Kind::Gauge,
+    labels: &["rate", "window", "provider"],
+};
+
+pub const WINDOW_RATE_NUMERATOR: Signal = Signal {
+    name: "bouncewatch_window_rate_numerator",
+    help: "The numerator of bouncewatch_window_rate (bounces, blocks, complaints...); sum these across replicas, then divide.",
+    kind: Kind::Gauge,
+    labels: &["rate", "window", "provider"],
+};
+
+pub const WINDOW_RATE_DENOMINATOR: Signal = Signal {
+    name: "bouncewatch_window_rate_denominator",
+    help: "The denominator of bouncewatch_window_rate (sent, or delivery attempts for the block rate).",
+    kind: Kind::Gauge,
+    labels: &["rate", "window", "provider"],
 };
 
 pub const EVENTS_LATE: Signal = Signal {
@@ -191,6 +243,11 @@ pub const ALL: &[Signal] = &[
     JOURNAL_LAST_SEQ,
     PIPELINE_LAST_SEQ,
     PIPELINE_LAG,
+    EVENTS,
+    EVENT_DELAY,
+    WINDOW_RATE,
+    WINDOW_RATE_NUMERATOR,
+    WINDOW_RATE_DENOMINATOR,
     EVENTS_LATE,
     EVENTS_CLAMPED,
 ];

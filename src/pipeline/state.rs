@@ -10,7 +10,10 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use serde::{Deserialize, Serialize};
+
 use super::Provider;
+use crate::metrics::CampaignCounters;
 use crate::windows::Snapshot;
 
 const SCHEMA: &str = r#"
@@ -26,10 +29,18 @@ CREATE TABLE IF NOT EXISTS learned_providers (
 );
 "#;
 
+/// What the `windows` column holds: the windows and the event counters as of the same seq.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    windows: Snapshot,
+    campaigns: CampaignCounters,
+}
+
 /// What a previous run left.
 pub struct Restored {
     pub seq: i64,
     pub windows: Option<Snapshot>,
+    pub campaigns: Option<CampaignCounters>,
     pub learned: Vec<(String, Provider)>,
 }
 
@@ -56,9 +67,9 @@ impl StateDb {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let (seq, windows) = match row {
-            Some((seq, json)) => match serde_json::from_str(&json) {
-                Ok(snapshot) => (seq, Some(snapshot)),
+        let (seq, saved) = match row {
+            Some((seq, json)) => match serde_json::from_str::<Saved>(&json) {
+                Ok(saved) => (seq, Some(saved)),
                 Err(e) => {
                     // A snapshot this version cannot read: recount from the start of the journal.
                     tracing::warn!(error = %e, "pipeline snapshot unreadable; replaying the whole journal");
@@ -66,6 +77,10 @@ impl StateDb {
                 }
             },
             None => (0, None),
+        };
+        let (windows, campaigns) = match saved {
+            Some(s) => (Some(s.windows), Some(s.campaigns)),
+            None => (None, None),
         };
         let learned = if windows.is_some() {
             let mut stmt = self
@@ -84,18 +99,26 @@ impl StateDb {
         Ok(Restored {
             seq,
             windows,
+            campaigns,
             learned,
         })
     }
 
-    /// Saves the checkpoint, the windows and what was learned since the last save, atomically.
+    /// Saves the checkpoint, the windows, the event counters and what was learned since the
+    /// last save, atomically.
     pub fn save(
         &mut self,
         seq: i64,
         windows: &Snapshot,
+        campaigns: &CampaignCounters,
         learned: &[(String, Provider)],
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(windows)
+        #[derive(Serialize)]
+        struct SavedRef<'a> {
+            windows: &'a Snapshot,
+            campaigns: &'a CampaignCounters,
+        }
+        let json = serde_json::to_string(&SavedRef { windows, campaigns })
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let tx = self.conn.transaction()?;
         {

@@ -17,7 +17,7 @@ use super::{Classifier, Provider, ProvidersConfig};
 use crate::event::EventKind;
 use crate::journal::{JournalError, Tail};
 use crate::metrics::Metrics;
-use crate::windows::{Windows, WindowsConfig};
+use crate::windows::{CampaignKey, Key, Scope, Windows, WindowsConfig};
 
 /// Events taken from the journal per batch (and per lock of the windows).
 const BATCH: usize = 5_000;
@@ -75,6 +75,14 @@ impl Pipeline {
             Some(snapshot) => Windows::restore(windows, snapshot),
             None => Windows::new(windows),
         };
+        {
+            let mut campaigns = metrics.campaigns();
+            let top_n = campaigns.top_n();
+            if let Some(saved) = restored.campaigns {
+                *campaigns = saved.restore(top_n);
+            }
+            campaigns.rerank(rank_campaigns(&windows_state, wall_clock()));
+        }
         tracing::info!(
             seq = restored.seq,
             keys = windows_state.len(),
@@ -86,6 +94,7 @@ impl Pipeline {
             seq: AtomicI64::new(restored.seq),
             stop: AtomicBool::new(false),
         });
+        metrics.attach_windows(shared.clone(), windows);
         let runner = Runner {
             tail: Tail::open(dir)?,
             state,
@@ -157,8 +166,16 @@ impl Runner {
             };
             let now = Instant::now();
             if now >= next_evict {
-                let evicted = self.lock().evict_idle(wall_clock());
-                tracing::debug!(evicted, "idle window keys evicted");
+                let clock = wall_clock();
+                let mut windows = self.lock();
+                let evicted = windows.evict_idle(clock);
+                let ranked = rank_campaigns(&windows, clock);
+                drop(windows);
+                self.metrics.campaigns().rerank(ranked);
+                tracing::debug!(
+                    evicted,
+                    "idle window keys evicted, campaign labels re-ranked"
+                );
                 next_evict = now + EVICT_EVERY;
             }
             if stopping && counted == 0 || now >= next_snapshot {
@@ -193,6 +210,10 @@ impl Runner {
         let mut classified = Vec::with_capacity(rows.len());
         for row in rows {
             let event = row.event;
+            if let Some(time) = event.time {
+                self.metrics
+                    .event_delay((row.received_at_ms as f64 / 1000.0) - time as f64);
+            }
             if event.kind == EventKind::Sent
                 && let Some(reply) = event.smtp_reply.as_deref()
                 && let Some(learned) = self.classifier.learn(&event.email, reply)
@@ -201,6 +222,12 @@ impl Runner {
             }
             let provider = self.classifier.classify(&event.email);
             classified.push((event, provider));
+        }
+        {
+            let mut campaigns = self.metrics.campaigns();
+            for (event, provider) in &classified {
+                campaigns.count(event.kind, *provider, &CampaignKey::of(event));
+            }
         }
         {
             let mut windows = self.lock();
@@ -215,15 +242,40 @@ impl Runner {
     }
 
     fn save(&mut self) {
-        let (seq, snapshot) = {
+        // The windows lock is taken before the campaign counters' lock, as in `step`, and both
+        // are held, so the two snapshots describe the same seq.
+        let (seq, snapshot, campaigns) = {
             let windows = self.lock();
-            (self.shared.seq.load(Ordering::Acquire), windows.snapshot())
+            let campaigns = self.metrics.campaigns().clone();
+            (
+                self.shared.seq.load(Ordering::Acquire),
+                windows.snapshot(),
+                campaigns,
+            )
         };
-        match self.state.save(seq, &snapshot, &self.unsaved_learned) {
+        match self
+            .state
+            .save(seq, &snapshot, &campaigns, &self.unsaved_learned)
+        {
             Ok(()) => self.unsaved_learned.clear(),
             Err(e) => tracing::error!(error = %e, "pipeline snapshot failed; will retry"),
         }
     }
+}
+
+/// Campaigns by their event count over the last hour, most first (ties by key), for the
+/// `campaign` label of `bouncewatch_events_total`.
+fn rank_campaigns(windows: &Windows, now: i64) -> Vec<CampaignKey> {
+    let mut volumes: Vec<(u64, &CampaignKey)> = windows
+        .keys(Scope::Campaign)
+        .filter_map(|key| match key {
+            Key::Campaign(c) => Some((windows.counts(key, 60, now).total(), c)),
+            _ => None,
+        })
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    volumes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    volumes.into_iter().map(|(_, c)| c.clone()).collect()
 }
 
 fn wall_clock() -> i64 {

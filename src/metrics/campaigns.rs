@@ -1,0 +1,391 @@
+//! `bouncewatch_events_total{event, provider, campaign}` with a bounded campaign label.
+//!
+//! Campaign ids grow without end, and a series per campaign would grow the metrics store with
+//! them. Only the top N campaigns by recent volume get their own `campaign` label; the rest
+//! count under `campaign="other"`. The promise is that no exported counter ever goes backwards:
+//!
+//! - An event is attributed when it is counted, never re-attributed later. When a campaign
+//!   joins the top N, its earlier events stay in `other`; when it leaves, its series is frozen
+//!   (still exported, no longer growing) and its new events go to `other`.
+//! - A frozen ("retired") campaign that comes back continues its own series.
+//! - Retired series are bounded too: there are at most `2N` campaign slots, and making room
+//!   drops the longest-retired series, which then disappears (a stale series, not a reset).
+//!
+//! The counts are restored from the pipeline's snapshot, so a restart does not reset them
+//! either. The most series this can export is `events × providers × (2N + 1)`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventKind;
+use crate::pipeline::Provider;
+use crate::windows::CampaignKey;
+
+const KINDS: usize = EventKind::ALL.len();
+const PROVIDERS: usize = Provider::ALL.len();
+
+/// The label of the roll-up series.
+pub const OTHER: &str = "other";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SlotState {
+    Free,
+    Top,
+    /// Left the top N at this generation; frozen until its slot is needed.
+    Retired(u64),
+}
+
+/// One campaign label and its counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slot {
+    campaign: Option<CampaignKey>,
+    state: SlotState,
+    /// `[provider][kind]`, cumulative.
+    counts: Vec<[u64; KINDS]>,
+}
+
+impl Slot {
+    fn free() -> Slot {
+        Slot {
+            campaign: None,
+            state: SlotState::Free,
+            counts: vec![[0; KINDS]; PROVIDERS],
+        }
+    }
+}
+
+/// The cumulative event counters behind `bouncewatch_events_total`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CampaignCounters {
+    top_n: usize,
+    /// Slot 0 is `other`; slots `1..=2N` hold campaigns.
+    slots: Vec<Slot>,
+    /// Top and retired campaigns → their slot.
+    #[serde(skip)]
+    index: HashMap<CampaignKey, usize, foldhash::fast::RandomState>,
+    /// Bumped by every re-ranking, to find the longest-retired slot.
+    generation: u64,
+}
+
+/// One exported series: `(event, provider, campaign label, value)`.
+pub type Sample<'a> = (EventKind, Provider, &'a str, u64);
+
+impl CampaignCounters {
+    pub fn new(top_n: usize) -> CampaignCounters {
+        let mut c = CampaignCounters {
+            top_n,
+            slots: Vec::new(),
+            index: HashMap::default(),
+            generation: 0,
+        };
+        c.resize(top_n);
+        c
+    }
+
+    /// Takes counters back from a snapshot, under the current `top_n`. A smaller N retires the
+    /// excess campaigns; slots beyond the new `2N` are dropped, longest-retired first.
+    pub fn restore(mut self, top_n: usize) -> CampaignCounters {
+        self.index = self
+            .slots
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(i, s)| s.campaign.clone().map(|c| (c, i)))
+            .collect();
+        if self.slots.is_empty() {
+            self.slots.push(Slot::free());
+        }
+        self.slots[0].campaign = None;
+        self.slots[0].state = SlotState::Top;
+        if top_n != self.top_n {
+            // Keep the current members in rank order of their slots; the re-ranking that
+            // follows a restart puts the right ones back.
+            let members: Vec<CampaignKey> = self.members();
+            self.top_n = top_n;
+            self.rerank(members.into_iter().take(top_n).collect());
+            self.resize(top_n);
+        }
+        self
+    }
+
+    fn resize(&mut self, top_n: usize) {
+        let want = 1 + 2 * top_n;
+        if self.slots.is_empty() {
+            let mut other = Slot::free();
+            other.state = SlotState::Top;
+            self.slots.push(other);
+        }
+        while self.slots.len() > want {
+            let victim = self
+                .oldest_retired()
+                .or_else(|| (self.slots.len() - 1 > 0).then(|| self.slots.len() - 1));
+            let Some(victim) = victim else { break };
+            self.drop_slot(victim);
+            let last = self.slots.len() - 1;
+            if victim != last {
+                self.slots.swap(victim, last);
+                if let Some(c) = &self.slots[victim].campaign {
+                    self.index.insert(c.clone(), victim);
+                }
+            }
+            self.slots.pop();
+        }
+        while self.slots.len() < want {
+            self.slots.push(Slot::free());
+        }
+    }
+
+    pub fn top_n(&self) -> usize {
+        self.top_n
+    }
+
+    /// Counts one event.
+    pub fn count(&mut self, kind: EventKind, provider: Provider, campaign: &CampaignKey) {
+        let slot = match self.index.get(campaign) {
+            Some(&i) if self.slots[i].state == SlotState::Top => i,
+            Some(_) => 0,
+            None if self.top_len() < self.top_n => self.admit(campaign.clone()),
+            None => 0,
+        };
+        self.slots[slot].counts[provider as usize][kind.index()] += 1;
+    }
+
+    /// Sets the top N to `ranked` (best first; only the first N count). Members that left are
+    /// frozen, newcomers get a slot (their own old one if they were retired).
+    pub fn rerank(&mut self, ranked: Vec<CampaignKey>) {
+        self.generation += 1;
+        let wanted: HashMap<&CampaignKey, (), foldhash::fast::RandomState> =
+            ranked.iter().take(self.top_n).map(|c| (c, ())).collect();
+        for slot in self.slots.iter_mut().skip(1) {
+            if slot.state == SlotState::Top
+                && slot
+                    .campaign
+                    .as_ref()
+                    .is_some_and(|c| !wanted.contains_key(c))
+            {
+                slot.state = SlotState::Retired(self.generation);
+            }
+        }
+        for campaign in ranked.into_iter().take(self.top_n) {
+            match self.index.get(&campaign) {
+                Some(&i) => self.slots[i].state = SlotState::Top,
+                None => {
+                    self.admit(campaign);
+                }
+            }
+        }
+    }
+
+    /// The campaigns that currently have their own label.
+    pub fn members(&self) -> Vec<CampaignKey> {
+        self.slots
+            .iter()
+            .filter(|s| s.state == SlotState::Top)
+            .filter_map(|s| s.campaign.clone())
+            .collect()
+    }
+
+    /// Every non-zero counter, for export.
+    pub fn samples(&self) -> Vec<(EventKind, Provider, String, u64)> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let label = match (&slot.campaign, slot.state) {
+                (_, SlotState::Free) => continue,
+                (Some(c), _) => c.to_string(),
+                (None, _) => OTHER.to_string(),
+            };
+            for provider in Provider::ALL {
+                for kind in EventKind::ALL {
+                    let n = slot.counts[provider as usize][kind.index()];
+                    if n > 0 {
+                        out.push((kind, provider, label.clone(), n));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn top_len(&self) -> usize {
+        self.slots
+            .iter()
+            .skip(1)
+            .filter(|s| s.state == SlotState::Top)
+            .count()
+    }
+
+    /// Gives `campaign` a slot in the top N, freeing the longest-retired slot if none is free.
+    fn admit(&mut self, campaign: CampaignKey) -> usize {
+        let i = match self
+            .slots
+            .iter()
+            .skip(1)
+            .position(|s| s.state == SlotState::Free)
+        {
+            Some(i) => i + 1,
+            None => {
+                // At most N slots are top, so with 2N slots and none free, one is retired.
+                let Some(i) = self.oldest_retired() else {
+                    return 0;
+                };
+                self.drop_slot(i);
+                i
+            }
+        };
+        self.index.insert(campaign.clone(), i);
+        let slot = &mut self.slots[i];
+        slot.campaign = Some(campaign);
+        slot.state = SlotState::Top;
+        i
+    }
+
+    fn oldest_retired(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(i, s)| match s.state {
+                SlotState::Retired(g) => Some((g, i)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    fn drop_slot(&mut self, i: usize) {
+        if let Some(c) = self.slots[i].campaign.take() {
+            self.index.remove(&c);
+        }
+        self.slots[i] = Slot::free();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn id(n: u64) -> CampaignKey {
+        CampaignKey::Id(n)
+    }
+
+    fn series(c: &CampaignCounters) -> BTreeMap<(EventKind, Provider, String), u64> {
+        c.samples()
+            .into_iter()
+            .map(|(k, p, l, n)| ((k, p, l), n))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_n_campaigns_are_labelled_and_the_rest_roll_up() {
+        let mut c = CampaignCounters::new(2);
+        for n in 1..=3 {
+            c.count(EventKind::Sent, Provider::Google, &id(n));
+        }
+        c.count(EventKind::Bounce, Provider::Google, &id(3));
+        let s = series(&c);
+        assert_eq!(s[&(EventKind::Sent, Provider::Google, "1".into())], 1);
+        assert_eq!(s[&(EventKind::Sent, Provider::Google, "2".into())], 1);
+        assert_eq!(s[&(EventKind::Sent, Provider::Google, OTHER.into())], 1);
+        assert_eq!(s[&(EventKind::Bounce, Provider::Google, OTHER.into())], 1);
+        assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn leaving_the_top_freezes_a_series_and_coming_back_continues_it() {
+        let mut c = CampaignCounters::new(1);
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1));
+        c.rerank(vec![id(2)]);
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1));
+        c.count(EventKind::Sent, Provider::Yahoo, &id(2));
+        let s = series(&c);
+        assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, "1".into())], 1);
+        assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, OTHER.into())], 1);
+        assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, "2".into())], 1);
+        c.rerank(vec![id(1)]);
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1));
+        assert_eq!(
+            series(&c)[&(EventKind::Sent, Provider::Yahoo, "1".into())],
+            2
+        );
+    }
+
+    #[test]
+    fn a_snapshot_round_trip_keeps_every_counter_and_membership() {
+        let mut c = CampaignCounters::new(2);
+        c.count(
+            EventKind::Spam,
+            Provider::Microsoft,
+            &CampaignKey::Name("promo".into()),
+        );
+        c.count(EventKind::Sent, Provider::Other, &id(7));
+        c.rerank(vec![id(7)]);
+        let json = serde_json::to_string(&c).unwrap();
+        let back: CampaignCounters = serde_json::from_str(&json).unwrap();
+        let mut back = back.restore(2);
+        assert_eq!(series(&back), series(&c));
+        assert_eq!(back.members(), vec![id(7)]);
+        back.count(EventKind::Sent, Provider::Other, &id(7));
+        assert_eq!(
+            series(&back)[&(EventKind::Sent, Provider::Other, "7".into())],
+            2
+        );
+    }
+
+    /// 100,000 campaigns with shifting ranks: the series count stays within
+    /// `kinds × providers × (2N + 1)`, at most `2N + 1` campaign labels exist, and no counter
+    /// present in two consecutive exports ever decreases.
+    #[test]
+    fn a_hundred_thousand_campaigns_stay_bounded_and_never_reset() {
+        const N: usize = 50;
+        let mut c = CampaignCounters::new(N);
+        let mut previous = series(&c);
+        let mut total = 0u64;
+        for round in 0..20u64 {
+            for n in 0..100_000u64 {
+                // Each round favours another band of campaigns.
+                let weight = if (n + round * 37) % 1000 < 3 { 3 } else { 1 };
+                for _ in 0..weight {
+                    let provider = Provider::ALL[(n % 15) as usize];
+                    c.count(EventKind::Sent, provider, &id(n));
+                    total += 1;
+                }
+            }
+            let ranked: Vec<CampaignKey> = (0..100_000u64)
+                .filter(|n| (n + round * 37) % 1000 < 3)
+                .map(id)
+                .collect();
+            c.rerank(ranked);
+            let now = series(&c);
+            let labels: std::collections::HashSet<&String> = now.keys().map(|k| &k.2).collect();
+            assert!(labels.len() <= 2 * N + 1, "{} labels", labels.len());
+            assert!(now.len() <= EventKind::ALL.len() * PROVIDERS * (2 * N + 1));
+            for (key, before) in &previous {
+                if let Some(after) = now.get(key) {
+                    assert!(after >= before, "{key:?} went from {before} to {after}");
+                }
+            }
+            assert_eq!(c.members().len(), N);
+            previous = now;
+        }
+        let other: u64 = previous
+            .iter()
+            .filter(|(k, _)| k.2 == OTHER)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(other > total / 2, "most events roll up into other");
+    }
+
+    #[test]
+    fn a_smaller_n_after_restart_shrinks_the_slots() {
+        let mut c = CampaignCounters::new(3);
+        for n in 1..=3 {
+            c.count(EventKind::Sent, Provider::Google, &id(n));
+        }
+        let c = c.restore(1);
+        assert_eq!(c.members().len(), 1);
+        assert!(c.slots.len() <= 3);
+    }
+}
