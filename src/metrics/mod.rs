@@ -33,7 +33,7 @@ use opentelemetry_sdk::metrics::{
 };
 
 use crate::event::EventKind;
-use crate::pipeline::Shared;
+use crate::pipeline::{Provider, Shared};
 use crate::windows::{Key, RateKind, Scope, WindowsConfig};
 pub use campaigns::CampaignCounters;
 pub use config::MetricsConfig;
@@ -505,6 +505,55 @@ fn register_observers(meter: &Meter, state: &Arc<State>) {
             })
             .build();
     }
+    let st = state.clone();
+    meter
+        .u64_observable_gauge(WINDOW_REASONS.instrument())
+        .with_description(WINDOW_REASONS.help)
+        .with_callback(move |o| {
+            for (attrs, n) in window_reasons(&st) {
+                o.observe(n, &attrs);
+            }
+        })
+        .build();
+}
+
+/// Reasons exported per scope and window.
+const TOP_REASONS: usize = 10;
+
+/// The top bounce and block reasons of every window, globally and per provider.
+fn window_reasons(state: &State) -> Vec<(Vec<KeyValue>, u64)> {
+    let Some(source) = state.windows.get() else {
+        return Vec::new();
+    };
+    let now = crate::journal::now_ms() / 1000;
+    let windows = source
+        .shared
+        .windows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut scopes: Vec<Option<Provider>> = vec![None];
+    scopes.extend(windows.keys(Scope::Provider).filter_map(|k| match k {
+        Key::Provider(p) => Some(Some(*p)),
+        _ => None,
+    }));
+    let mut out = Vec::new();
+    for provider in scopes {
+        for (minutes, label) in &source.windows {
+            for r in windows.top_reasons(provider, *minutes, now, TOP_REASONS) {
+                let mut attrs = vec![
+                    KeyValue::new("event", r.event),
+                    KeyValue::new("category", r.category),
+                    KeyValue::new("error", r.error),
+                    KeyValue::new("window", label.clone()),
+                ];
+                if let Some(p) = provider {
+                    attrs.push(KeyValue::new("provider", p.as_str()));
+                }
+                out.push((attrs, r.count));
+            }
+        }
+    }
+    out
 }
 
 /// Every rate of every window, globally and per provider, with its attributes.

@@ -209,6 +209,13 @@ pub const WINDOW_RATE_DENOMINATOR: Signal = Signal {
     labels: &["rate", "window", "provider"],
 };
 
+pub const WINDOW_REASONS: Signal = Signal {
+    name: "bouncewatch_window_reason_events",
+    help: "Bounces and blocks by reason (error_related_to as category, error) over a sliding window: the top 10 globally (no provider label) and per provider.",
+    kind: Kind::Gauge,
+    labels: &["event", "category", "error", "window", "provider"],
+};
+
 pub const EVENTS_LATE: Signal = Signal {
     name: "bouncewatch_events_late_total",
     help: "Events older than the longest window when counted: in the totals only.",
@@ -248,6 +255,7 @@ pub const ALL: &[Signal] = &[
     WINDOW_RATE,
     WINDOW_RATE_NUMERATOR,
     WINDOW_RATE_DENOMINATOR,
+    WINDOW_REASONS,
     EVENTS_LATE,
     EVENTS_CLAMPED,
 ];

@@ -1,0 +1,237 @@
+//! Metrics against a real store: bouncewatch pushes OTLP to VictoriaMetrics (from Debian
+//! trixie, with Prometheus naming), VictoriaMetrics also scrapes `/metrics`, and PromQL answers
+//! must show the expected series and values on both paths, under the same names.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bouncewatch::metrics::names::{self, Kind};
+use common::vm::{SCRAPE_JOB, VictoriaMetrics, free_port};
+use common::{Options, Server, client};
+
+const TOKEN: &str = "metrics-token";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Per campaign (101, 102, 103) and provider (Gmail, Outlook, Yahoo): 40 sends, 2 opens, a
+/// click, a hard and a soft bounce, 2 blocks, a complaint and an unsubscribe, all stamped now.
+fn traffic() -> String {
+    let mut events = Vec::new();
+    let mut id = 5_000_000_000_000_000_000u64;
+    let t = now();
+    for campaign in [101, 102, 103] {
+        for domain in ["gmail.com", "outlook.com", "yahoo.com"] {
+            let mut add = |kind: &str, n: usize, extra: &str| {
+                for _ in 0..n {
+                    id += 1;
+                    events.push(format!(
+                        r#"{{"event":"{kind}","time":{t},"MessageID":{id},"email":"u{id}@{domain}","mj_campaign_id":{campaign}{extra}}}"#
+                    ));
+                }
+            };
+            add("sent", 40, "");
+            add("open", 2, "");
+            add("click", 1, r#","url":"https://example.com/""#);
+            add(
+                "bounce",
+                1,
+                r#","hard_bounce":true,"error_related_to":"recipient","error":"user unknown""#,
+            );
+            add(
+                "bounce",
+                1,
+                r#","hard_bounce":false,"error_related_to":"domain","error":"mailbox inactive""#,
+            );
+            add(
+                "blocked",
+                2,
+                r#","error_related_to":"spam","error":"sender blocked""#,
+            );
+            add("spam", 1, r#","source":"JMRPP""#);
+            add("unsub", 1, "");
+        }
+    }
+    format!("[{}]", events.join(","))
+}
+
+/// A server pushing to a fresh store every second, with two campaign labels, that received
+/// the traffic twice (the second time as Mailjet retries), a 401, a 413 and a non-event.
+async fn store_with_traffic() -> (VictoriaMetrics, Server) {
+    let vm_port = free_port();
+    let server = Server::start_with(
+        Options::default()
+            .env(
+                "BOUNCEWATCH_METRICS_OTLP_ENDPOINT",
+                &format!("http://127.0.0.1:{vm_port}/opentelemetry/v1/metrics"),
+            )
+            .env("BOUNCEWATCH_METRICS_OTLP_INTERVAL", "1s")
+            .env("BOUNCEWATCH_METRICS_TOP_CAMPAIGNS", "2")
+            .env("BOUNCEWATCH_WEBHOOK_TOKEN", TOKEN)
+            .env("BOUNCEWATCH_SERVER_MAX_BODY", "1MiB"),
+    );
+    let vm = VictoriaMetrics::start(vm_port, Some(&server.addr.to_string()));
+    let url = server.url(&format!("/webhooks/mailjet?token={TOKEN}"));
+    let body = traffic();
+    for _ in 0..2 {
+        let r = client().post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let wrong = client()
+        .post(server.url("/webhooks/mailjet?token=wrong"))
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let big = client()
+        .post(&url)
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    let junk = client().post(&url).body("not json").send().await.unwrap();
+    assert_eq!(junk.status(), 200);
+    (vm, server)
+}
+
+/// Every name a signal shows up under in PromQL.
+fn expected_names() -> BTreeSet<String> {
+    names::ALL
+        .iter()
+        .flat_map(|s| match s.kind {
+            Kind::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{}{suffix}", s.name))
+                .collect(),
+            _ => vec![s.name.to_string()],
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_push_and_scrape_give_the_same_names_and_values() {
+    let (vm, server) = store_with_traffic().await;
+    let pushed = r#"service_name="bouncewatch",service_instance_id!="""#;
+    let scraped = format!(r#"job="{SCRAPE_JOB}""#);
+
+    // Exact counts through OTLP: campaigns 101 and 102 have labels, 103 rolls up into other,
+    // and the retried batch is counted once.
+    for (campaign, provider, want) in [
+        ("101", "google", 40.0),
+        ("102", "microsoft", 40.0),
+        ("other", "yahoo", 40.0),
+    ] {
+        let q = format!(
+            r#"sum(bouncewatch_events_total{{{pushed},event="sent",campaign="{campaign}",provider="{provider}"}})"#
+        );
+        vm.wait_value(&q, want, WAIT).await;
+    }
+    let campaigns = vm
+        .query(&format!(
+            r#"count by (campaign) (bouncewatch_events_total{{{pushed}}})"#
+        ))
+        .await;
+    let labels: BTreeSet<&str> = campaigns
+        .iter()
+        .filter_map(|s| s["metric"]["campaign"].as_str())
+        .collect();
+    assert_eq!(labels, BTreeSet::from(["101", "102", "other"]));
+    vm.wait_value(
+        &format!(r#"sum(bouncewatch_receiver_duplicates_total{{{pushed}}})"#),
+        441.0,
+        WAIT,
+    )
+    .await;
+
+    // The window gauges carry the same numbers as the stats API: 3 hard bounces over 126
+    // Gmail deliveries tried (120 sends and 6 bounces, as EVENTS.md defines the rate).
+    let stats = common_stats(&server).await;
+    for (series, want) in [
+        ("bouncewatch_window_rate_numerator", 3.0),
+        ("bouncewatch_window_rate_denominator", 126.0),
+        ("bouncewatch_window_rate", stats),
+    ] {
+        vm.wait_value(
+            &format!(
+                r#"sum({series}{{{pushed},rate="hard_bounce",window="1h",provider="google"}})"#
+            ),
+            want,
+            WAIT,
+        )
+        .await;
+    }
+    vm.wait_value(
+        &format!(
+            r#"sum(bouncewatch_window_reason_events{{{pushed},window="5m",event="bounce",error="user unknown"}})"#
+        ),
+        // Global (9) plus one series per provider (3 each).
+        18.0,
+        WAIT,
+    )
+    .await;
+    vm.wait_value(
+        &format!(r#"sum(bouncewatch_receiver_requests_total{{{pushed},status="401"}})"#),
+        1.0,
+        WAIT,
+    )
+    .await;
+
+    // The scrape path: the same values...
+    vm.wait_value(
+        &format!(
+            r#"sum(bouncewatch_events_total{{{scraped},event="sent",campaign="101",provider="google"}})"#
+        ),
+        40.0,
+        WAIT,
+    )
+    .await;
+    vm.wait_value(
+        &format!(r#"sum(bouncewatch_receiver_body_too_large_total{{{scraped}}})"#),
+        1.0,
+        WAIT,
+    )
+    .await;
+
+    // ...and the same names, every one that names.rs defines, on both paths.
+    let want = expected_names();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let by_push = vm
+            .names(&format!(r#"{{__name__=~"bouncewatch_.+",{pushed}}}"#))
+            .await;
+        let by_scrape = vm
+            .names(&format!(r#"{{__name__=~"bouncewatch_.+",{scraped}}}"#))
+            .await;
+        if by_push == want && by_scrape == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "names differ\nwant: {want:?}\npush: {by_push:?}\nscrape: {by_scrape:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The Gmail hard bounce rate that `/api/v1/stats` reports.
+async fn common_stats(server: &Server) -> f64 {
+    let page = server
+        .get_json("/api/v1/stats?scope=provider&provider=google&window=1h")
+        .await;
+    page["keys"][0]["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rate"] == "hard_bounce")
+        .and_then(|r| r["value"].as_f64())
+        .unwrap_or_else(|| panic!("no hard_bounce rate in {page}"))
+}
