@@ -1,10 +1,12 @@
 //! The tailing thread: journal → classification → windows, with periodic checkpoints.
 //!
 //! It reads the journal in batches after its checkpoint, classifies each event's provider
-//! (learning from `sent` replies), and records it in the windows at the wall clock. Every
-//! [`SNAPSHOT_EVERY`], and when it stops, it saves the windows, the classifier's new knowledge
-//! and its checkpoint together (see `state.rs`). After `kill -9` it restarts from that
-//! snapshot and replays the journal after it: no event is missed or counted twice.
+//! (learning from `sent` replies), and records it in the windows at the wall clock and in the
+//! `bouncewatch_events_total` counters. Every [`SNAPSHOT_EVERY`] it evicts idle keys, re-ranks
+//! the campaign labels and saves the windows, the counters, the classifier's new knowledge and
+//! its checkpoint together (see `state.rs`); it saves again when it stops. After `kill -9` it
+//! restarts from that snapshot and replays the journal after it: no event is missed or counted
+//! twice, and each replayed event gets the campaign label it had the first time.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -21,8 +23,8 @@ use crate::windows::{CampaignKey, Key, Scope, Windows, WindowsConfig};
 
 /// Events taken from the journal per batch (and per lock of the windows).
 const BATCH: usize = 5_000;
+/// Also how often idle keys are evicted and the campaign labels re-ranked.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
-const EVICT_EVERY: Duration = Duration::from_secs(60);
 
 /// What the pipeline shares with the query API.
 pub struct Shared {
@@ -75,13 +77,10 @@ impl Pipeline {
             Some(snapshot) => Windows::restore(windows, snapshot),
             None => Windows::new(windows),
         };
-        {
+        if let Some(saved) = restored.campaigns {
             let mut campaigns = metrics.campaigns();
             let top_n = campaigns.top_n();
-            if let Some(saved) = restored.campaigns {
-                *campaigns = saved.restore(top_n);
-            }
-            campaigns.rerank(rank_campaigns(&windows_state, wall_clock()));
+            *campaigns = saved.restore(top_n);
         }
         tracing::info!(
             seq = restored.seq,
@@ -147,7 +146,6 @@ struct Runner {
 impl Runner {
     fn run(mut self) {
         let mut next_snapshot = Instant::now() + SNAPSHOT_EVERY;
-        let mut next_evict = Instant::now() + EVICT_EVERY;
         let mut failing = false;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
@@ -165,18 +163,8 @@ impl Runner {
                 }
             };
             let now = Instant::now();
-            if now >= next_evict {
-                let clock = wall_clock();
-                let mut windows = self.lock();
-                let evicted = windows.evict_idle(clock);
-                let ranked = rank_campaigns(&windows, clock);
-                drop(windows);
-                self.metrics.campaigns().rerank(ranked);
-                tracing::debug!(
-                    evicted,
-                    "idle window keys evicted, campaign labels re-ranked"
-                );
-                next_evict = now + EVICT_EVERY;
+            if now >= next_snapshot {
+                self.evict_and_rerank();
             }
             if stopping && counted == 0 || now >= next_snapshot {
                 self.save();
@@ -189,6 +177,21 @@ impl Runner {
                 std::thread::park_timeout(Duration::from_millis(200));
             }
         }
+    }
+
+    /// Evicts idle keys and re-ranks the campaign labels. The snapshot is saved right after,
+    /// so a replay after `kill -9` attributes every event to the labels it had the first time.
+    fn evict_and_rerank(&mut self) {
+        let clock = wall_clock();
+        let mut windows = self.lock();
+        let evicted = windows.evict_idle(clock);
+        let ranked = rank_campaigns(&windows, clock);
+        drop(windows);
+        self.metrics.campaigns().rerank(ranked);
+        tracing::debug!(
+            evicted,
+            "idle window keys evicted, campaign labels re-ranked"
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Windows> {
