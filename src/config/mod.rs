@@ -321,8 +321,10 @@ mod tests {
         c.webhook.password = "hunter2".into();
         c.webhook.token = "tok-abc".into();
         c.api.token = "api-xyz".into();
+        c.metrics.otlp_headers = vec!["Authorization=Bearer otlp-secret".into()];
         let text = c.to_masked_toml();
-        for secret in ["hunter2", "tok-abc", "api-xyz"] {
+        assert!(text.contains("Authorization="), "{text}");
+        for secret in ["hunter2", "tok-abc", "api-xyz", "otlp-secret"] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains(MASK));
