@@ -227,3 +227,32 @@ async fn late_events_and_pipeline_lag_are_exported() {
     assert_eq!(server.metric("bouncewatch_journal_last_seq").await, 2.0);
     assert_eq!(server.metric("bouncewatch_pipeline_lag_events").await, 0.0);
 }
+
+/// Events Mailjet held back for 40 minutes show up in the delay quantiles, by receipt time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_the_delay_of_recent_events() {
+    let server = Server::start();
+    let empty = stats(&server, "").await;
+    assert!(empty.get("event_delay").is_none(), "{empty}");
+
+    let held = now() - 40 * 60;
+    let events: Vec<String> = (0..100)
+        .map(|i| {
+            // One in ten was retried for 40 minutes; the rest arrive at once.
+            let time = if i % 10 == 0 { held } else { now() };
+            format!(
+                r#"{{"event":"sent","time":{time},"MessageID":{},"email":"d@gmail.com","mj_campaign_id":1}}"#,
+                9000 + i
+            )
+        })
+        .collect();
+    let body = format!("[{}]", events.join(","));
+    assert_eq!(server.post("/webhooks/mailjet", body).await.0, 200);
+
+    let page = stats(&server, "").await;
+    let delay = &page["event_delay"];
+    assert_eq!(delay["count"], 100, "{page}");
+    assert!(delay["p50_seconds"].as_f64().unwrap() < 5.0, "{delay}");
+    let p99 = delay["p99_seconds"].as_f64().unwrap();
+    assert!((2390.0..2420.0).contains(&p99), "{delay}");
+}

@@ -28,6 +28,10 @@ pub struct StatsPage {
     now: i64,
     /// The last journal `seq` counted.
     seq: i64,
+    /// Receipt time minus event time of the events received in the window (an hour at most):
+    /// long delays mean Mailjet held events back and retried. Absent without events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_delay: Option<crate::metrics::DelaySummary>,
     keys: Vec<KeyStats>,
 }
 
@@ -166,6 +170,7 @@ pub async fn stats(
         window_minutes,
         now,
         seq: state.pipeline.shared.seq.load(Ordering::Acquire),
+        event_delay: state.metrics.event_delay_summary(window_minutes),
         keys,
     }))
 }

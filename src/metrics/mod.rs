@@ -13,6 +13,7 @@
 
 pub mod campaigns;
 pub mod config;
+pub mod delay;
 pub mod names;
 mod prometheus;
 
@@ -37,6 +38,7 @@ use crate::pipeline::{Provider, Shared};
 use crate::windows::{Key, RateKind, Scope, WindowsConfig};
 pub use campaigns::CampaignCounters;
 pub use config::MetricsConfig;
+pub use delay::{DelaySummary, RecentDelays};
 use names::Signal;
 
 /// Statuses the receiver answers with; anything else is counted as `other`.
@@ -116,6 +118,7 @@ struct WindowsSource {
 struct State {
     counters: Counters,
     campaigns: Mutex<CampaignCounters>,
+    delays: Mutex<RecentDelays>,
     windows: OnceLock<WindowsSource>,
 }
 
@@ -215,6 +218,7 @@ impl Metrics {
         let state = Arc::new(State {
             counters: Counters::default(),
             campaigns: Mutex::new(CampaignCounters::new(config.top_campaigns)),
+            delays: Mutex::new(RecentDelays::default()),
             windows: OnceLock::new(),
         });
         register_observers(&meter, &state);
@@ -332,9 +336,29 @@ impl Metrics {
         c.clamped.store(clamped, Ordering::Relaxed);
     }
 
-    /// One event's delay from its `time` to its receipt, in seconds.
-    pub fn event_delay(&self, secs: f64) {
-        self.event_delay.record(secs.max(0.0), &[]);
+    /// A batch of events' delays from their `time` to their receipt: `(received_at_ms,
+    /// delay_ms)` each. Into the exported histogram, and into the recent ones for quantiles.
+    pub fn event_delays(&self, delays: &[(i64, i64)]) {
+        if delays.is_empty() {
+            return;
+        }
+        let mut recent = self.state.delays.lock().unwrap_or_else(|p| p.into_inner());
+        for &(received_ms, delay_ms) in delays {
+            let delay_ms = delay_ms.max(0);
+            self.event_delay.record(delay_ms as f64 / 1000.0, &[]);
+            recent.record((received_ms.max(0) / 60_000) as u32, delay_ms as u64);
+        }
+    }
+
+    /// Quantiles of the delays of the events received in the last `window_minutes` (at most
+    /// an hour), by the wall clock.
+    pub fn event_delay_summary(&self, window_minutes: u32) -> Option<DelaySummary> {
+        let now_minute = (crate::journal::now_ms().max(0) / 60_000) as u32;
+        self.state
+            .delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary(now_minute, window_minutes)
     }
 
     /// The counters behind `bouncewatch_events_total`; the pipeline holds this for one batch.

@@ -211,11 +211,11 @@ impl Runner {
         let read = rows.len();
         let now = wall_clock();
         let mut classified = Vec::with_capacity(rows.len());
+        let mut delays = Vec::with_capacity(rows.len());
         for row in rows {
             let event = row.event;
             if let Some(time) = event.time {
-                self.metrics
-                    .event_delay((row.received_at_ms as f64 / 1000.0) - time as f64);
+                delays.push((row.received_at_ms, row.received_at_ms - time * 1000));
             }
             if event.kind == EventKind::Sent
                 && let Some(reply) = event.smtp_reply.as_deref()
@@ -226,6 +226,7 @@ impl Runner {
             let provider = self.classifier.classify(&event.email);
             classified.push((event, provider));
         }
+        self.metrics.event_delays(&delays);
         {
             let mut campaigns = self.metrics.campaigns();
             for (event, provider) in &classified {
