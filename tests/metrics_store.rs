@@ -235,3 +235,42 @@ async fn common_stats(server: &Server) -> f64 {
         .and_then(|r| r["value"].as_f64())
         .unwrap_or_else(|| panic!("no hard_bounce rate in {page}"))
 }
+
+/// Only the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, `/v1/metrics` is
+/// appended), `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_RESOURCE_ATTRIBUTES`; plus bouncewatch's own
+/// headers and attributes. The store demands Basic auth, so the push only lands if the
+/// configured header is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_otel_variables_and_configured_headers_reach_the_store() {
+    use base64::Engine as _;
+    let port = free_port();
+    let vm = VictoriaMetrics::start_with(port, None, Some(("otlp", "push-secret")));
+    let basic = base64::engine::general_purpose::STANDARD.encode("otlp:push-secret");
+    let server = Server::start_with(
+        Options::default()
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://127.0.0.1:{port}/opentelemetry"),
+            )
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+            .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
+            .env(
+                "BOUNCEWATCH_METRICS_OTLP_HEADERS",
+                &format!("Authorization=Basic {basic}"),
+            )
+            .env("BOUNCEWATCH_METRICS_RESOURCE_ATTRIBUTES", "team=email")
+            .env("BOUNCEWATCH_METRICS_INSTANCE_ID", "replica-a"),
+    );
+    assert_eq!(server.post("/webhooks/mailjet", traffic()).await.0, 200);
+    vm.wait_value(
+        r#"sum(bouncewatch_events_total{event="sent",deployment_environment="ci",team="email",service_instance_id="replica-a"})"#,
+        360.0,
+        WAIT,
+    )
+    .await;
+    let logs = server.logs().join("\n");
+    assert!(
+        !logs.contains("push-secret") && !logs.contains(&basic),
+        "{logs}"
+    );
+}

@@ -39,6 +39,8 @@ pub fn free_port() -> u16 {
 pub struct VictoriaMetrics {
     child: Child,
     pub base: String,
+    /// Basic credentials every request needs (`-httpAuth.*`), if any.
+    auth: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -48,6 +50,16 @@ pub const SCRAPE_JOB: &str = "bouncewatch-scrape";
 impl VictoriaMetrics {
     /// Starts on `port` (see [`free_port`]); scrapes `scrape` (host:port) every second if given.
     pub fn start(port: u16, scrape: Option<&str>) -> VictoriaMetrics {
+        VictoriaMetrics::start_with(port, scrape, None)
+    }
+
+    /// As [`VictoriaMetrics::start`], and with `auth`, every request (the OTLP push too) must
+    /// carry these Basic credentials.
+    pub fn start_with(
+        port: u16,
+        scrape: Option<&str>,
+        auth: Option<(&str, &str)>,
+    ) -> VictoriaMetrics {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(tool("victoria-metrics"));
         cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -73,10 +85,15 @@ impl VictoriaMetrics {
             .expect("write scrape config");
             cmd.arg(format!("-promscrape.config={}", config.display()));
         }
+        if let Some((user, password)) = auth {
+            cmd.arg(format!("-httpAuth.username={user}"))
+                .arg(format!("-httpAuth.password={password}"));
+        }
         let child = cmd.spawn().expect("start victoria-metrics");
         let vm = VictoriaMetrics {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -92,10 +109,18 @@ impl VictoriaMetrics {
         format!("{}/opentelemetry/v1/metrics", self.base)
     }
 
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = client().get(format!("{}{path}", self.base));
+        match &self.auth {
+            Some((user, password)) => r.basic_auth(user, Some(password)),
+            None => r,
+        }
+    }
+
     /// An instant PromQL query; the `result` array.
     pub async fn query(&self, promql: &str) -> Vec<Value> {
-        let r = client()
-            .get(format!("{}/api/v1/query", self.base))
+        let r = self
+            .get("/api/v1/query")
             .query(&[("query", promql)])
             .send()
             .await
@@ -135,8 +160,8 @@ impl VictoriaMetrics {
 
     /// The metric names of the series matching `selector`.
     pub async fn names(&self, selector: &str) -> std::collections::BTreeSet<String> {
-        let r: Value = client()
-            .get(format!("{}/api/v1/label/__name__/values", self.base))
+        let r: Value = self
+            .get("/api/v1/label/__name__/values")
             .query(&[("match[]", selector)])
             .send()
             .await
