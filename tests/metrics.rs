@@ -50,7 +50,12 @@ async fn wait_counted(server: &Server, seq: f64) {
 async fn each_data_dir_has_its_own_instance_id_and_keeps_it() {
     let mut a = Server::start();
     let b = Server::start();
-    let id_a = instance_id(&a.get_text("/metrics").await);
+    let fresh = a.get_text("/metrics").await;
+    assert!(
+        !fresh.contains("\nbouncewatch_receiver_last_event_timestamp_seconds "),
+        "no event yet, so no last-event time (not 1970)"
+    );
+    let id_a = instance_id(&fresh);
     let id_b = instance_id(&b.get_text("/metrics").await);
     assert_ne!(id_a, id_b);
     assert_eq!(id_a.len(), 36, "a UUID: {id_a}");
@@ -85,6 +90,9 @@ async fn event_counters_survive_kill9_without_reset_or_double_count() {
     assert_eq!(server.post("/webhooks/mailjet", batch(1)).await.0, 200);
     wait_counted(&server, 30.0).await;
     let before = event_series(&server.get_text("/metrics").await);
+    let last_event = server
+        .metric("bouncewatch_receiver_last_event_timestamp_seconds")
+        .await;
     assert_eq!(
         before,
         vec![
@@ -104,6 +112,13 @@ async fn event_counters_survive_kill9_without_reset_or_double_count() {
     );
     wait_counted(&server, 30.0).await;
     assert_eq!(event_series(&server.get_text("/metrics").await), before);
+    let remembered = server
+        .metric("bouncewatch_receiver_last_event_timestamp_seconds")
+        .await;
+    assert!(
+        (remembered - last_event).abs() < 1.0,
+        "the journal remembers the last event: {remembered} vs {last_event}"
+    );
 
     // After a clean stop (which saves a snapshot) the counters carry on from there.
     let mut server = server;

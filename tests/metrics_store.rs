@@ -274,3 +274,102 @@ async fn standard_otel_variables_and_configured_headers_reach_the_store() {
         "{logs}"
     );
 }
+
+/// Every target of every panel, with its dashboard and panel title.
+fn dashboard_queries() -> Vec<(String, String, String)> {
+    fn walk(file: &str, panels: &[serde_json::Value], out: &mut Vec<(String, String, String)>) {
+        for panel in panels {
+            let title = panel["title"].as_str().unwrap_or("?").to_string();
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{file}: panel {title} must use the datasource variable"
+            );
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{file}: {title}: a target without expr"));
+                out.push((file.to_string(), title.clone(), expr.to_string()));
+            }
+            if let Some(inner) = panel["panels"].as_array() {
+                walk(file, inner, out);
+            }
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dashboards/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        3,
+        "overview, campaign drill-down, receiver health"
+    );
+    for path in files {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
+        let variables: Vec<&str> = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(variables.contains(&"datasource"), "{file}: {variables:?}");
+        walk(&file, dashboard["panels"].as_array().unwrap(), &mut out);
+    }
+    out
+}
+
+/// The names a query uses must be exported ones, so renaming a metric breaks this test.
+fn assert_known_names(expr: &str) {
+    let known = expected_names();
+    let mut rest = expr;
+    while let Some(i) = rest.find("bouncewatch_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(known.contains(&name), "{name} in {expr} is not exported");
+        rest = &rest[i + name.len()..];
+    }
+}
+
+/// After a traffic run, every panel query of every dashboard returns data from the store,
+/// the way Grafana would ask (placeholders substituted as Grafana does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_shows_data_after_traffic() {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 30, "{} queries", queries.len());
+    for (_, _, expr) in &queries {
+        assert_known_names(expr);
+    }
+    let (vm, _server) = store_with_traffic().await;
+    let promql = |expr: &str| {
+        expr.replace("$__rate_interval", "1m")
+            .replace("$provider", ".*")
+            .replace("$campaign", "101")
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut empty = Vec::new();
+        for (file, title, expr) in &queries {
+            if vm.query(&promql(expr)).await.is_empty() {
+                empty.push(format!("{file}: {title}: {expr}"));
+            }
+        }
+        if empty.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "panels without data:\n{}",
+            empty.join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

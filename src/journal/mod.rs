@@ -192,6 +192,9 @@ impl Journal {
         let next_seq = schema::next_seq(&conn).map_err(open_err(&path))?;
         let committed = next_seq - 1;
         metrics.journal_seq(committed);
+        if let Some(ms) = schema::last_received_ms(&conn).map_err(open_err(&path))? {
+            metrics.last_event_at(ms);
+        }
         let index_conn = index::open(&index_path).map_err(open_err(&index_path))?;
         let indexed = index::indexed_seq(&index_conn, committed).map_err(open_err(&index_path))?;
         let progress = Arc::new(Progress::default());

@@ -89,6 +89,17 @@ pub fn open_writer(path: &Path, cache_bytes: u64) -> rusqlite::Result<Connection
     Ok(conn)
 }
 
+/// When the newest stored chunk was received (Unix ms), if any: the last event's receipt time
+/// survives a restart, so "time since the last event" does not jump to 1970.
+pub fn last_received_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT received_at_ms FROM chunks ORDER BY first_seq DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 /// The `seq` the next stored event gets: one past the last stored, or past what retention
 /// deleted, whichever is larger.
 pub fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {

@@ -282,6 +282,13 @@ impl Metrics {
         c.last_event_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
+    /// When the last event was stored, as the journal remembers it at startup.
+    pub fn last_event_at(&self, ms: i64) {
+        self.counters()
+            .last_event_ms
+            .fetch_max(ms, Ordering::Relaxed);
+    }
+
     pub fn duplicates(&self, n: usize) {
         add(&self.counters().duplicates, n);
     }
@@ -500,9 +507,18 @@ fn register_observers(meter: &Meter, state: &Arc<State>) {
             .with_callback(move |o| o.observe(read(&st.counters), &[]))
             .build();
     };
-    gauge(&RECEIVER_LAST_EVENT, |c| {
-        c.last_event_ms.load(Ordering::Relaxed) as f64 / 1000.0
-    });
+    // Absent until an event was ever stored: a 0 would read as "last event in 1970".
+    let st = state.clone();
+    meter
+        .f64_observable_gauge(RECEIVER_LAST_EVENT.instrument())
+        .with_description(RECEIVER_LAST_EVENT.help)
+        .with_callback(move |o| {
+            let ms = st.counters.last_event_ms.load(Ordering::Relaxed);
+            if ms > 0 {
+                o.observe(ms as f64 / 1000.0, &[]);
+            }
+        })
+        .build();
     gauge(&JOURNAL_LAST_SEQ, |c| seq(&c.journal_seq) as f64);
     gauge(&PIPELINE_LAST_SEQ, |c| seq(&c.pipeline_seq) as f64);
     gauge(&PIPELINE_LAG, |c| {
