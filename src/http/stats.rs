@@ -130,23 +130,26 @@ pub async fn stats(
         .windows
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let mut keys: Vec<(&Key, Counts)> = windows
+    let mut keys: Vec<(Key, Counts)> = windows
         .keys(scope)
         .filter(|key| matches(key, campaign.as_deref(), provider))
-        .map(|key| (key, windows.counts(key, window_minutes, now)))
+        .map(|key| {
+            let counts = windows.counts(&key, window_minutes, now);
+            (key, counts)
+        })
         .filter(|(_, counts)| counts.total() > 0)
         .collect();
-    keys.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(b.0)));
+    keys.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(&b.0)));
     let keys = keys
         .into_iter()
         .map(|(key, counts)| {
-            let (provider, campaign) = match key {
+            let (provider, campaign) = match &key {
                 Key::Global => (None, None),
                 Key::Provider(p) => (Some(*p), None),
                 Key::Campaign(c) => (None, Some(c.to_string())),
                 Key::CampaignProvider(c, p) => (Some(*p), Some(c.to_string())),
             };
-            let top_reasons = match key {
+            let top_reasons = match &key {
                 Key::Global => windows.top_reasons(None, window_minutes, now, TOP_REASONS),
                 Key::Provider(p) => windows.top_reasons(Some(*p), window_minutes, now, TOP_REASONS),
                 _ => Vec::new(),

@@ -573,7 +573,7 @@ fn window_reasons(state: &State) -> Vec<(Vec<KeyValue>, u64)> {
         .unwrap_or_else(|p| p.into_inner());
     let mut scopes: Vec<Option<Provider>> = vec![None];
     scopes.extend(windows.keys(Scope::Provider).filter_map(|k| match k {
-        Key::Provider(p) => Some(Some(*p)),
+        Key::Provider(p) => Some(Some(p)),
         _ => None,
     }));
     let mut out = Vec::new();
@@ -608,7 +608,7 @@ fn window_rates(state: &State) -> Vec<(Vec<KeyValue>, crate::windows::Rate)> {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let mut keys: Vec<Key> = vec![Key::Global];
-    keys.extend(windows.keys(Scope::Provider).cloned());
+    keys.extend(windows.keys(Scope::Provider));
     let mut out = Vec::with_capacity(keys.len() * source.windows.len() * RateKind::ALL.len());
     for key in &keys {
         for (minutes, label) in &source.windows {

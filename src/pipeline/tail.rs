@@ -270,16 +270,19 @@ impl Runner {
 /// Campaigns by their event count over the last hour, most first (ties by key), for the
 /// `campaign` label of `bouncewatch_events_total`.
 fn rank_campaigns(windows: &Windows, now: i64) -> Vec<CampaignKey> {
-    let mut volumes: Vec<(u64, &CampaignKey)> = windows
+    let mut volumes: Vec<(u64, CampaignKey)> = windows
         .keys(Scope::Campaign)
-        .filter_map(|key| match key {
-            Key::Campaign(c) => Some((windows.counts(key, 60, now).total(), c)),
-            _ => None,
+        .filter_map(|key| {
+            let n = windows.counts(&key, 60, now).total();
+            match key {
+                Key::Campaign(c) => Some((n, c)),
+                _ => None,
+            }
         })
         .filter(|(n, _)| *n > 0)
         .collect();
-    volumes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    volumes.into_iter().map(|(_, c)| c.clone()).collect()
+    volumes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    volumes.into_iter().map(|(_, c)| c).collect()
 }
 
 fn wall_clock() -> i64 {

@@ -5,7 +5,7 @@
 //! number of campaigns. The values are free text, so their number is capped: past
 //! [`MAX_REASONS`] distinct pairs, new ones count as `other`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,29 +36,62 @@ pub struct ReasonCount {
     pub count: u64,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+/// A `(category, error)` pair's number in [`Reasons::pair_names`].
+type PairId = u32;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Reasons {
     series: Vec<(ReasonKey, Series)>,
+    /// `category → error → pair`: looked up with the event's borrowed strings, so counting a
+    /// known reason allocates nothing (it used to clone five strings per bounce).
     #[serde(skip)]
-    index: HashMap<ReasonKey, usize>,
+    pairs: HashMap<String, HashMap<String, PairId>>,
     #[serde(skip)]
-    pairs: HashSet<(String, String)>,
+    pair_names: Vec<(String, String)>,
+    /// `(pair, bounce or blocked, scope)` → position in `series`.
+    #[serde(skip)]
+    index: HashMap<(PairId, EventKind, Option<Provider>), usize, foldhash::fast::RandomState>,
+}
+
+impl PartialEq for Reasons {
+    fn eq(&self, other: &Self) -> bool {
+        self.series == other.series
+    }
 }
 
 impl Reasons {
     /// Rebuilds the lookup tables after a snapshot is restored.
     pub fn reindex(&mut self) {
-        self.index = self
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
-        self.pairs = self
-            .series
-            .iter()
-            .map(|(k, _)| (k.category.clone(), k.error.clone()))
-            .collect();
+        self.pairs.clear();
+        self.pair_names.clear();
+        self.index.clear();
+        for i in 0..self.series.len() {
+            let key = &self.series[i].0;
+            let (category, error) = (key.category.clone(), key.error.clone());
+            let kind = if key.event == EventKind::Blocked.as_str() {
+                EventKind::Blocked
+            } else {
+                EventKind::Bounce
+            };
+            let provider = key.provider;
+            let pair = self.pair_id(&category, &error);
+            self.index.insert((pair, kind, provider), i);
+        }
+    }
+
+    /// The pair's id, registering it if new.
+    fn pair_id(&mut self, category: &str, error: &str) -> PairId {
+        if let Some(&id) = self.pairs.get(category).and_then(|m| m.get(error)) {
+            return id;
+        }
+        let id = self.pair_names.len() as PairId;
+        self.pair_names
+            .push((category.to_string(), error.to_string()));
+        self.pairs
+            .entry(category.to_string())
+            .or_default()
+            .insert(error.to_string(), id);
+        id
     }
 
     /// Counts the reason of a bounce or block; other events carry none.
@@ -66,29 +99,28 @@ impl Reasons {
         if !matches!(event.kind, EventKind::Bounce | EventKind::Blocked) {
             return;
         }
-        let mut pair = (
-            event.error_related_to.clone().unwrap_or_default(),
-            event.error.clone().unwrap_or_default(),
-        );
-        if !self.pairs.contains(&pair) {
-            if self.pairs.len() >= MAX_REASONS {
-                pair = ("other".into(), "other".into());
-            }
-            self.pairs.insert(pair.clone());
-        }
+        let category = event.error_related_to.as_deref().unwrap_or_default();
+        let error = event.error.as_deref().unwrap_or_default();
+        let pair = match self.pairs.get(category).and_then(|m| m.get(error)) {
+            Some(&id) => id,
+            None if self.pair_names.len() >= MAX_REASONS => self.pair_id("other", "other"),
+            None => self.pair_id(category, error),
+        };
         let counts = Counts::of(event);
         for scope in [None, Some(provider)] {
-            let key = ReasonKey {
-                provider: scope,
-                event: event.kind.as_str().to_string(),
-                category: pair.0.clone(),
-                error: pair.1.clone(),
-            };
-            let i = match self.index.get(&key) {
+            let i = match self.index.get(&(pair, event.kind, scope)) {
                 Some(&i) => i,
                 None => {
-                    self.series.push((key.clone(), Series::default()));
-                    self.index.insert(key, self.series.len() - 1);
+                    let (category, error) = self.pair_names[pair as usize].clone();
+                    let key = ReasonKey {
+                        provider: scope,
+                        event: event.kind.as_str().to_string(),
+                        category,
+                        error,
+                    };
+                    self.series.push((key, Series::default()));
+                    self.index
+                        .insert((pair, event.kind, scope), self.series.len() - 1);
                     self.series.len() - 1
                 }
             };
