@@ -10,6 +10,7 @@
 //!
 //! `event` holds the domain types every stage shares; `config` assembles each stage's section.
 
+pub mod alerts;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::AlertsConfig;
 use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
 use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
@@ -39,6 +40,7 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub windows: WindowsConfig,
     pub metrics: MetricsConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,7 @@ impl Config {
         self.providers.validate()?;
         self.windows.validate()?;
         self.metrics.validate()?;
+        self.alerts.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",

@@ -139,7 +139,7 @@ impl Add for Counts {
 }
 
 /// The rates EVENTS.md defines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RateKind {
     Bounce,
@@ -181,7 +181,7 @@ impl RateKind {
 
 /// A proportion with its evidence. `value()` is `None` without a denominator: a deployment that
 /// receives no `sent` events is told so, not shown a 100 % bounce rate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rate {
     pub numerator: u64,
     pub denominator: u64,

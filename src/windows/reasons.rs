@@ -28,7 +28,7 @@ pub struct ReasonKey {
 }
 
 /// One row of a "top reasons" answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonCount {
     pub event: String,
     pub category: String,

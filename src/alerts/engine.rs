@@ -1,0 +1,250 @@
+//! The alert engine: every rule, every key, one evaluation at a time.
+//!
+//! It takes its clock, the windows and a health sample as arguments and returns the
+//! notifications to send, so the same code runs live (every `alerts.interval`) and in a
+//! backtest. Alerts of one rule that change in the same evaluation are grouped into one
+//! notification per kind (firing, repeat, resolved), listing at most `max_keys` of them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::health::{HealthHistory, HealthSample};
+use super::rules::{Inputs, Observation, Rule, RuleKind, Severity, WebhookSignal};
+use super::state::{AlertState, Notice, Timing, step};
+use crate::pipeline::Provider;
+use crate::windows::{Key, RateKind, ReasonCount, Windows};
+
+/// How many reasons a notification lists.
+const TOP_REASONS: usize = 5;
+
+/// One alert inside a notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertLine {
+    pub observation: Observation,
+    /// When the incident started (Unix seconds).
+    pub since: i64,
+}
+
+/// What goes into the outbox: one message for one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub rule: String,
+    pub kind: RuleKind,
+    pub rate: Option<RateKind>,
+    pub signal: Option<WebhookSignal>,
+    pub severity: Severity,
+    pub channels: Vec<String>,
+    pub notice: Notice,
+    /// Unix seconds of the evaluation.
+    pub at: i64,
+    pub alerts: Vec<AlertLine>,
+    /// Alerts beyond the list cap.
+    pub more: usize,
+    /// Top bounce and block reasons where they explain the alert.
+    pub reasons: Vec<ReasonCount>,
+    /// The rule's window, in minutes, for links and wording.
+    pub window_minutes: u32,
+}
+
+/// A stored alert: its rule, its key and its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    pub rule: String,
+    pub key: Option<Key>,
+    pub state: AlertState,
+}
+
+pub struct Engine {
+    rules: Vec<Rule>,
+    confidence: f64,
+    repeat_secs: i64,
+    max_keys: usize,
+    /// `(rule, key as JSON)` → state; only pending and firing alerts are here.
+    states: BTreeMap<(String, String), (Option<Key>, AlertState)>,
+    health: HealthHistory,
+}
+
+fn key_id(key: &Option<Key>) -> String {
+    serde_json::to_string(key).unwrap_or_default()
+}
+
+impl Engine {
+    pub fn new(rules: Vec<Rule>, confidence: f64, repeat_secs: i64, max_keys: usize) -> Engine {
+        Engine {
+            rules,
+            confidence,
+            repeat_secs,
+            max_keys: max_keys.max(1),
+            states: BTreeMap::new(),
+            health: HealthHistory::default(),
+        }
+    }
+
+    /// Puts back the alerts a previous run left, so a restart neither re-sends a firing alert
+    /// nor forgets one. Alerts of rules that no longer exist are dropped.
+    pub fn restore(&mut self, alerts: Vec<StoredAlert>) {
+        for a in alerts {
+            if self.rules.iter().any(|r| r.name() == a.rule) {
+                self.states
+                    .insert((a.rule, key_id(&a.key)), (a.key, a.state));
+            }
+        }
+    }
+
+    /// Every pending or firing alert, to store.
+    pub fn alerts(&self) -> Vec<StoredAlert> {
+        self.states
+            .iter()
+            .map(|((rule, _), (key, state))| StoredAlert {
+                rule: rule.clone(),
+                key: key.clone(),
+                state: *state,
+            })
+            .collect()
+    }
+
+    /// One evaluation at `now` (Unix seconds).
+    pub fn evaluate(
+        &mut self,
+        now: i64,
+        windows: &Windows,
+        sample: HealthSample,
+    ) -> Vec<Notification> {
+        self.health.push(sample);
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let inputs = Inputs {
+                now,
+                windows,
+                health: &self.health,
+                confidence: self.confidence,
+            };
+            let mut seen: BTreeMap<String, Observation> = rule
+                .evaluate(&inputs)
+                .into_iter()
+                .map(|o| (key_id(&o.key), o))
+                .collect();
+            // Alerts whose key has no evidence any more (evicted, or no sends in the window)
+            // count as clean.
+            for ((r, id), (key, _)) in &self.states {
+                if r == rule.name() && !seen.contains_key(id) {
+                    seen.insert(
+                        id.clone(),
+                        Observation {
+                            key: key.clone(),
+                            rate: None,
+                            lower_bound: None,
+                            baseline: None,
+                            value: 0.0,
+                            limit: 0.0,
+                            breaching: false,
+                            clean: true,
+                        },
+                    );
+                }
+            }
+            let timing = Timing {
+                for_secs: rule.for_secs,
+                clear_after: rule.clear_after,
+                repeat_secs: self.repeat_secs,
+            };
+            let mut groups: BTreeMap<u8, Vec<AlertLine>> = BTreeMap::new();
+            let mut resolved_lasted = 0;
+            for (id, obs) in seen {
+                let slot = (rule.name().to_string(), id);
+                let previous = self.states.get(&slot).map(|(_, s)| *s);
+                let (next, notice) = step(previous, obs.breaching, obs.clean, now, timing);
+                let since = next.or(previous).map_or(now, |s| s.since);
+                match next {
+                    Some(s) => {
+                        self.states.insert(slot, (obs.key.clone(), s));
+                    }
+                    None => {
+                        self.states.remove(&slot);
+                    }
+                }
+                if let Some(notice) = notice {
+                    let group = match notice {
+                        Notice::Firing => 0,
+                        Notice::Repeat => 1,
+                        Notice::Resolved { lasted_secs } => {
+                            resolved_lasted = resolved_lasted.max(lasted_secs);
+                            2
+                        }
+                    };
+                    groups.entry(group).or_default().push(AlertLine {
+                        observation: obs,
+                        since,
+                    });
+                }
+            }
+            for (group, mut lines) in groups {
+                let notice = match group {
+                    0 => Notice::Firing,
+                    1 => Notice::Repeat,
+                    _ => Notice::Resolved {
+                        lasted_secs: resolved_lasted,
+                    },
+                };
+                // The worst first: furthest past its limit.
+                lines.sort_by(|a, b| {
+                    let over = |l: &AlertLine| l.observation.value - l.observation.limit;
+                    over(b).total_cmp(&over(a))
+                });
+                let more = lines.len().saturating_sub(self.max_keys);
+                lines.truncate(self.max_keys);
+                out.push(Notification {
+                    rule: rule.name().to_string(),
+                    kind: rule.config.kind,
+                    rate: rule.config.rate,
+                    signal: rule.config.signal,
+                    severity: rule.config.severity,
+                    channels: rule.config.channels.clone(),
+                    notice,
+                    at: now,
+                    reasons: reasons(rule, &lines, windows, now),
+                    window_minutes: window_minutes(rule),
+                    alerts: lines,
+                    more,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn window_minutes(rule: &Rule) -> u32 {
+    let c = &rule.config;
+    let d = match c.kind {
+        RuleKind::BurnRate => c.burn_windows.first().map(|w| w.long),
+        _ => c.window,
+    };
+    d.map_or(60, |d| (d.0.as_secs() / 60).max(1) as u32)
+}
+
+/// The top bounce or block reasons behind a bounce or block alert, for the provider of its
+/// worst key (or globally).
+fn reasons(rule: &Rule, lines: &[AlertLine], windows: &Windows, now: i64) -> Vec<ReasonCount> {
+    let relevant = matches!(
+        rule.config.rate,
+        Some(RateKind::Bounce | RateKind::HardBounce | RateKind::Block)
+    );
+    if !relevant {
+        return Vec::new();
+    }
+    let provider: Option<Provider> = lines.first().and_then(|l| match &l.observation.key {
+        Some(Key::Provider(p)) | Some(Key::CampaignProvider(_, p)) => Some(*p),
+        _ => None,
+    });
+    let want = match rule.config.rate {
+        Some(RateKind::Block) => "blocked",
+        _ => "bounce",
+    };
+    windows
+        .top_reasons(provider, window_minutes(rule), now, TOP_REASONS * 2)
+        .into_iter()
+        .filter(|r| r.event == want)
+        .take(TOP_REASONS)
+        .collect()
+}
