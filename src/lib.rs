@@ -17,6 +17,7 @@ pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod shutdown;
 pub mod windows;

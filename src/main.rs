@@ -7,10 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use bouncewatch::alerts::run::{AlertLoop, Parts};
 use bouncewatch::config::Config;
 use bouncewatch::http::{self, AppState};
 use bouncewatch::journal::Journal;
 use bouncewatch::metrics::Metrics;
+use bouncewatch::notify::email::EmailSender;
+use bouncewatch::notify::outbox::Outbox;
+use bouncewatch::notify::{Channels, Notifier};
 use bouncewatch::pipeline::Pipeline;
 
 #[derive(Parser)]
@@ -132,6 +136,35 @@ async fn run(
         metrics.clone(),
     )?;
 
+    // Alerts: the evaluation thread writes the outbox, the notifier task delivers it.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let channels = Arc::new(Channels {
+        email: if config.email.enabled() {
+            Some(EmailSender::new(&config.email, &config.alerts.grafana_url)?)
+        } else {
+            None
+        },
+    });
+    let open_outbox = || {
+        Outbox::open(data_dir)
+            .with_context(|| format!("cannot open {}", data_dir.join("alerts.sqlite3").display()))
+    };
+    let alert_loop = AlertLoop::start(Parts {
+        engine: config.alerts.engine()?,
+        outbox: open_outbox()?,
+        channels: channels.clone(),
+        windows: pipeline.shared(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        interval: config.alerts.interval.0,
+    })
+    .context("cannot start the alerts thread")?;
+    tracing::info!(channels = ?channels.names(), "alerting");
+    let (stop_notifier, notifier_stopped) = tokio::sync::oneshot::channel::<()>();
+    let notifier = tokio::spawn(Notifier::new(open_outbox()?, channels, wake).run(async {
+        let _ = notifier_stopped.await;
+    }));
+
     let state = Arc::new(AppState {
         journal: journal.clone(),
         metrics,
@@ -176,7 +209,10 @@ async fn run(
     };
     // The journal first (it answers the last requests), then the pipeline, which counts what
     // the journal holds and saves its snapshot.
+    let _ = stop_notifier.send(());
+    let _ = notifier.await;
     tokio::task::spawn_blocking(move || {
+        alert_loop.stop();
         journal.close();
         pipeline.stop();
     })

@@ -11,6 +11,7 @@
 pub mod engine;
 pub mod health;
 pub mod rules;
+pub mod run;
 pub mod state;
 pub mod wilson;
 

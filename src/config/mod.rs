@@ -18,6 +18,7 @@ use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
 use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
 use crate::metrics::MetricsConfig;
+use crate::notify::email::EmailConfig;
 use crate::pipeline::ProvidersConfig;
 use crate::windows::WindowsConfig;
 
@@ -41,6 +42,7 @@ pub struct Config {
     pub windows: WindowsConfig,
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
+    pub email: EmailConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl Config {
         self.windows.validate()?;
         self.metrics.validate()?;
         self.alerts.validate()?;
+        self.email.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -138,6 +141,7 @@ impl Config {
             &mut c.webhook.password,
             &mut c.webhook.token,
             &mut c.api.token,
+            &mut c.email.password,
         ] {
             if !secret.is_empty() {
                 *secret = MASK.to_string();

@@ -357,6 +357,31 @@ impl Metrics {
         }
     }
 
+    /// The receiver's counters for the webhook alert rules (all but `events_24h`, which the
+    /// windows know).
+    pub fn health_sample(&self, now: i64) -> crate::alerts::HealthSample {
+        let c = self.counters();
+        let status = |code: u16| {
+            STATUSES
+                .iter()
+                .position(|&s| s == code)
+                .map_or(0, |i| get(&c.requests[i]))
+        };
+        crate::alerts::HealthSample {
+            at: now,
+            requests: c.requests.iter().map(get).sum(),
+            unauthorized: status(401),
+            too_large: status(413),
+            unavailable: status(500) + status(503),
+            quarantined: get(&c.quarantined),
+            commit_failures: get(&c.commit_failures),
+            last_event_ms: c.last_event_ms.load(Ordering::Relaxed),
+            events_24h: 0,
+            delay_p99: self.event_delay_summary(5).map(|d| d.p99_seconds),
+            pipeline_lag: (seq(&c.journal_seq) - seq(&c.pipeline_seq)).max(0),
+        }
+    }
+
     /// Quantiles of the delays of the events received in the last `window_minutes` (at most
     /// an hour), by the wall clock.
     pub fn event_delay_summary(&self, window_minutes: u32) -> Option<DelaySummary> {

@@ -1,0 +1,211 @@
+//! Notifications: the durable outbox and the channels that deliver it (email; Slack).
+//!
+//! The alert engine writes notifications into the outbox ([`outbox`]) with the alert state
+//! that caused them. The [`Notifier`] task takes due rows, sends each through its channel
+//! under a timeout, and marks it delivered, or schedules a retry with exponential backoff and
+//! jitter (honouring a channel's `Retry-After`). A permanent error, or a row older than
+//! [`GIVE_UP_AFTER`], is marked failed and logged; it stays in the table for inspection.
+
+pub mod email;
+pub mod message;
+pub mod outbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::alerts::Notification;
+use email::EmailSender;
+use outbox::{Outbox, Pending};
+
+/// A notification not delivered within a day is given up: the incident is history by then.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(10 * 60);
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendError {
+    pub message: String,
+    pub permanent: bool,
+    /// The channel asked to wait this long (Slack's 429 `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl SendError {
+    pub fn transient(message: String) -> SendError {
+        SendError {
+            message,
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: String) -> SendError {
+        SendError {
+            message,
+            permanent: true,
+            retry_after: None,
+        }
+    }
+}
+
+/// The configured channels, by the names rules use.
+#[derive(Default)]
+pub struct Channels {
+    pub email: Option<EmailSender>,
+}
+
+impl Channels {
+    /// The channel names a notification goes to: the rule's, or every configured one.
+    pub fn targets(&self, rule_channels: &[String]) -> Vec<String> {
+        let all = self.names();
+        if rule_channels.is_empty() {
+            return all.iter().map(|s| s.to_string()).collect();
+        }
+        rule_channels
+            .iter()
+            .filter(|c| {
+                let known = all.contains(&c.as_str());
+                if !known {
+                    tracing::warn!(channel = %c, "a rule names a channel that is not configured");
+                }
+                known
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.email.is_some() {
+            names.push("email");
+        }
+        names
+    }
+
+    async fn send(&self, channel: &str, n: &Notification) -> Result<(), SendError> {
+        match channel {
+            "email" => match &self.email {
+                Some(email) => email.send(n).await,
+                None => Err(SendError::permanent("email is not configured".into())),
+            },
+            other => Err(SendError::permanent(format!(
+                "no channel named {other:?} is configured"
+            ))),
+        }
+    }
+}
+
+/// The delay before retry number `attempt` (1 for the first retry): doubling from 5 s to at
+/// most 10 minutes, with ±20 % jitter so that many rows do not retry in lockstep.
+pub fn backoff(attempt: u32, jitter_seed: u64) -> Duration {
+    let base = FIRST_RETRY.as_millis() as u64;
+    let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(MAX_RETRY.as_millis() as u64);
+    // A cheap deterministic spread in [0.8, 1.2) from the row id and attempt.
+    let spread = (jitter_seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(u64::from(attempt))
+        >> 40)
+        % 400;
+    Duration::from_millis(capped * (800 + spread) / 1000)
+}
+
+/// Delivers the outbox.
+pub struct Notifier {
+    outbox: Outbox,
+    channels: Arc<Channels>,
+    wake: Arc<Notify>,
+}
+
+impl Notifier {
+    pub fn new(outbox: Outbox, channels: Arc<Channels>, wake: Arc<Notify>) -> Notifier {
+        Notifier {
+            outbox,
+            channels,
+            wake,
+        }
+    }
+
+    /// Runs until `stop` resolves. Rows left undelivered are picked up after a restart.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            self.deliver_due().await;
+            let now = crate::journal::now_ms();
+            let wait = match self.outbox.next_due_ms() {
+                Ok(Some(next)) => Duration::from_millis((next - now).clamp(0, 1000) as u64),
+                _ => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn deliver_due(&mut self) {
+        let now = crate::journal::now_ms();
+        let due = match self.outbox.due(now, 50) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the notification outbox");
+                return;
+            }
+        };
+        for row in due {
+            self.deliver(row).await;
+        }
+    }
+
+    async fn deliver(&mut self, row: Pending) {
+        let result = self.channels.send(&row.channel, &row.notification).await;
+        let now = crate::journal::now_ms();
+        let marked = match result {
+            Ok(()) => {
+                tracing::info!(id = row.id, channel = %row.channel, rule = %row.notification.rule, "notification delivered");
+                self.outbox.delivered(row.id, now)
+            }
+            Err(e) => {
+                let too_old = now - row.created_ms > GIVE_UP_AFTER.as_millis() as i64;
+                if e.permanent || too_old {
+                    tracing::error!(id = row.id, channel = %row.channel, rule = %row.notification.rule, error = %e.message, "notification given up");
+                    self.outbox.fail(row.id, now, &e.message)
+                } else {
+                    let delay = e
+                        .retry_after
+                        .unwrap_or_else(|| backoff(row.attempts + 1, row.id as u64));
+                    tracing::warn!(id = row.id, channel = %row.channel, error = %e.message, retry_in = ?delay, "notification not delivered; will retry");
+                    self.outbox
+                        .retry_at(row.id, now + delay.as_millis() as i64, &e.message)
+                }
+            }
+        };
+        if let Err(e) = marked {
+            tracing::error!(id = row.id, error = %e, "cannot record a delivery attempt in the outbox");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for seed in 0..50 {
+            let first = backoff(1, seed).as_millis();
+            assert!((4000..6000).contains(&first), "{first}");
+            let third = backoff(3, seed).as_millis();
+            assert!((16_000..24_000).contains(&third), "{third}");
+            let late = backoff(30, seed).as_millis();
+            assert!((480_000..720_000).contains(&late), "{late}");
+        }
+        let spread: std::collections::HashSet<u128> =
+            (0..50).map(|s| backoff(2, s).as_millis()).collect();
+        assert!(spread.len() > 10, "jitter spreads retries");
+    }
+}

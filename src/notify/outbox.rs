@@ -1,0 +1,228 @@
+//! The durable outbox, and the alert state beside it, in `data_dir/alerts.sqlite3`.
+//!
+//! A notification is written here, in the same transaction as the alert state that caused it,
+//! before anything is sent. The sender takes due rows, delivers them, and marks each one
+//! delivered as soon as its channel accepted it. A crash therefore never loses a
+//! notification, and a delivered one is not sent again (only a crash in the instant between
+//! the channel's answer and the mark could repeat one). A separate file from the journal keeps
+//! alert writes off the webhook's commit path.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::alerts::{Notification, StoredAlert};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS alert_state (
+    rule  TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (rule, key)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY,
+    created_ms      INTEGER NOT NULL,
+    channel         TEXT NOT NULL,
+    notification    TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    delivered_ms    INTEGER,
+    failed_ms       INTEGER,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms) WHERE delivered_ms IS NULL AND failed_ms IS NULL;
+CREATE TABLE IF NOT EXISTS slack_messages (
+    rule    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts      TEXT NOT NULL,
+    PRIMARY KEY (rule, key)
+);
+"#;
+
+/// One row to deliver.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub channel: String,
+    pub notification: Notification,
+    pub attempts: u32,
+    pub created_ms: i64,
+}
+
+/// Where a Slack message about an alert was posted, to thread its resolution under it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlackRef {
+    pub channel: String,
+    pub ts: String,
+}
+
+pub struct Outbox {
+    conn: Connection,
+}
+
+impl Outbox {
+    pub fn open(dir: &Path) -> rusqlite::Result<Outbox> {
+        let conn = Connection::open(dir.join("alerts.sqlite3"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Outbox { conn })
+    }
+
+    /// The alerts a previous run left pending or firing.
+    pub fn load_alerts(&self) -> rusqlite::Result<Vec<StoredAlert>> {
+        let mut stmt = self.conn.prepare("SELECT state FROM alert_state")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            match serde_json::from_str(&row?) {
+                Ok(a) => out.push(a),
+                Err(e) => tracing::warn!(error = %e, "unreadable alert state row skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the stored alert state and queues `notifications` on their channels, in one
+    /// transaction.
+    pub fn commit(
+        &mut self,
+        alerts: &[StoredAlert],
+        notifications: &[(String, Notification)],
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM alert_state", [])?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO alert_state (rule, key, state) VALUES (?1, ?2, ?3)")?;
+            for a in alerts {
+                let key = serde_json::to_string(&a.key).unwrap_or_default();
+                let state = serde_json::to_string(a).map_err(to_sql_err)?;
+                insert.execute(params![a.rule, key, state])?;
+            }
+            let mut queue = tx.prepare_cached(
+                "INSERT INTO outbox (created_ms, channel, notification, next_attempt_ms) \
+                 VALUES (?1, ?2, ?3, ?1)",
+            )?;
+            for (channel, n) in notifications {
+                let json = serde_json::to_string(n).map_err(to_sql_err)?;
+                queue.execute(params![now_ms, channel, json])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Rows due at `now_ms`, oldest first.
+    pub fn due(&self, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Pending>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, channel, notification, attempts, created_ms FROM outbox \
+             WHERE delivered_ms IS NULL AND failed_ms IS NULL AND next_attempt_ms <= ?1 \
+             ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, json, attempts, created_ms) = row?;
+            match serde_json::from_str(&json) {
+                Ok(notification) => out.push(Pending {
+                    id,
+                    channel,
+                    notification,
+                    attempts,
+                    created_ms,
+                }),
+                Err(e) => {
+                    self.fail(id, now_ms, &format!("unreadable notification: {e}"))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the next row is due, if any.
+    pub fn next_due_ms(&self) -> rusqlite::Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT min(next_attempt_ms) FROM outbox WHERE delivered_ms IS NULL AND failed_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+    }
+
+    pub fn delivered(&self, id: i64, now_ms: i64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub fn retry_at(&self, id: i64, next_ms: i64, error: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, next_ms, error],
+        )?;
+        Ok(())
+    }
+
+    /// Gives up on a row (permanent error, or too old); it stays for inspection.
+    pub fn fail(&self, id: i64, now_ms: i64, error: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, failed_ms = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, now_ms, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn slack_ref(&self, rule: &str, key: &str) -> rusqlite::Result<Option<SlackRef>> {
+        self.conn
+            .query_row(
+                "SELECT channel, ts FROM slack_messages WHERE rule = ?1 AND key = ?2",
+                params![rule, key],
+                |r| {
+                    Ok(SlackRef {
+                        channel: r.get(0)?,
+                        ts: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    pub fn set_slack_ref(&self, rule: &str, key: &str, r: &SlackRef) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO slack_messages (rule, key, channel, ts) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (rule, key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+            params![rule, key, r.channel, r.ts],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_slack_ref(&self, rule: &str, key: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "DELETE FROM slack_messages WHERE rule = ?1 AND key = ?2",
+            params![rule, key],
+        )?;
+        Ok(())
+    }
+}
+
+fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}

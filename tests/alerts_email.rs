@@ -1,0 +1,127 @@
+//! Alerts end to end over email: the real binary evaluates the built-in rules every second and
+//! mails a real SMTP server (aiosmtpd). Small samples stay quiet, a real spike mails once,
+//! a refused delivery is retried, and a restart does not mail the same incident again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::smtp::{SmtpOptions, SmtpServer};
+use common::{Options, Server};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `sent` sends and `hard` hard bounces at Gmail, for campaign 77, stamped now.
+fn traffic(first_id: u64, sent: usize, hard: usize) -> String {
+    let t = now();
+    let mut events = Vec::new();
+    for i in 0..sent {
+        events.push(format!(
+            r#"{{"event":"sent","time":{t},"MessageID":{},"email":"s{i}@gmail.com","mj_campaign_id":77}}"#,
+            first_id + i as u64
+        ));
+    }
+    for i in 0..hard {
+        events.push(format!(
+            r#"{{"event":"bounce","time":{t},"MessageID":{},"email":"h{i}@gmail.com","mj_campaign_id":77,"hard_bounce":true,"error_related_to":"recipient","error":"user unknown"}}"#,
+            first_id + 10_000 + i as u64
+        ));
+    }
+    format!("[{}]", events.join(","))
+}
+
+fn options(smtp: &SmtpServer) -> Options {
+    Options::default()
+        .env("BOUNCEWATCH_EMAIL_SMTP_HOST", "127.0.0.1")
+        .env("BOUNCEWATCH_EMAIL_SMTP_PORT", &smtp.port.to_string())
+        .env("BOUNCEWATCH_EMAIL_TLS", "none")
+        .env("BOUNCEWATCH_EMAIL_USERNAME", "bw")
+        .env("BOUNCEWATCH_EMAIL_PASSWORD", "smtp-s3cret")
+        .env("BOUNCEWATCH_EMAIL_FROM", "bouncewatch <alerts@example.com>")
+        .env(
+            "BOUNCEWATCH_EMAIL_TO",
+            "oncall@example.com,team@example.com",
+        )
+        .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s")
+        .env(
+            "BOUNCEWATCH_ALERTS_GRAFANA_URL",
+            "https://grafana.example.com/",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_bounce_spike_is_mailed_once_and_small_samples_stay_quiet() {
+    // The first delivery is refused with a 451: the outbox must retry it.
+    let smtp = SmtpServer::start(SmtpOptions {
+        auth: Some(("bw".into(), "smtp-s3cret".into())),
+        fail_first: 1,
+        hang: false,
+    });
+    let server = Server::start_with(options(&smtp));
+
+    // 2 hard bounces in 40: 5 %, but the lower bound (1.4 %) is under 2 %. Nothing is sent.
+    assert_eq!(
+        server.post("/webhooks/mailjet", traffic(1, 38, 2)).await.0,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.attempts(), 0, "2/40 must not page anyone");
+
+    // 10 in 200 (2.7 % lower bound): one mail, to both recipients, after one retry.
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(100_000, 152, 8))
+            .await
+            .0,
+        200
+    );
+    let mails = smtp.wait_messages(1, Duration::from_secs(20));
+    let mail = &mails[0];
+    assert_eq!(smtp.attempts(), 2, "refused once, then delivered");
+    assert_eq!(mail.auth_login.as_deref(), Some("bw"));
+    let mut to = mail.to.clone();
+    to.sort();
+    assert_eq!(to, vec!["oncall@example.com", "team@example.com"]);
+    let subject = mail.header("Subject").unwrap();
+    assert_eq!(
+        subject, "[FIRING warning] hard-bounce-rate: all providers",
+        "{}",
+        mail.data
+    );
+    let body = mail.body();
+    assert!(
+        body.contains("hard bounce rate 5.00 % (10 / 200), lower bound 2.74 % vs 2.00 %"),
+        "{body}"
+    );
+    assert!(
+        body.contains("bounce recipient / user unknown: 10"),
+        "{body}"
+    );
+    assert!(
+        body.contains("https://grafana.example.com/d/bouncewatch-overview?from=now-120m&to=now"),
+        "{body}"
+    );
+
+    // Still firing: no second mail for the same incident.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1);
+    let logs = server.logs().join("\n");
+    assert!(!logs.contains("smtp-s3cret"), "the SMTP password leaked");
+
+    // After kill -9 the firing state comes back from disk: no repeat of the same mail.
+    let dir = server.data_dir.clone();
+    let tmp = server.kill9();
+    let _again = Server::start_with(options(&smtp).data_dir(&dir));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "a restart must not re-send a firing alert"
+    );
+    drop(tmp);
+}
