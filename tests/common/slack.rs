@@ -6,8 +6,8 @@
 //! - the Web API methods `chat.postMessage` and `chat.update` under [`FakeSlack::api_url`]
 //!   (<https://api.slack.com/methods/chat.postMessage>,
 //!   <https://api.slack.com/methods/chat.update>): JSON or form-encoded arguments, the token in
-//!   `Authorization: Bearer`, and every outcome as HTTP 200 with `{"ok": bool, ...}`, failures
-//!   naming their error code (`invalid_auth`, `channel_not_found`, `no_text`, ...);
+//!   `Authorization: Bearer`, and every outcome but rate limiting as HTTP 200 with
+//!   `{"ok": bool, ...}`, failures naming their error code (`invalid_auth`, `no_text`, ...);
 //! - one incoming webhook at [`FakeSlack::webhook_url`]
 //!   (<https://api.slack.com/messaging/webhooks>): a JSON body, `ok` as plain text on success and
 //!   otherwise a 4xx status with the bare error code as the body, the statuses being those of
@@ -334,7 +334,9 @@ async fn handle(
     match api_method {
         Some("chat.postMessage") => post_message(&shared, headers, &body),
         Some("chat.update") => update(&shared, headers, &body),
-        Some(other) => api_json(json!({"ok": false, "error": "unknown_method", "req_method": other})),
+        Some(other) => {
+            api_json(json!({"ok": false, "error": "unknown_method", "req_method": other}))
+        }
         None if path == WEBHOOK_PATH => webhook(&shared, headers, &body),
         None if path.starts_with("/services/") => plain(StatusCode::NOT_FOUND, "no_service"),
         None => plain(StatusCode::NOT_FOUND, "not_found"),
@@ -383,7 +385,9 @@ async fn fail(shared: &Shared, failure: Failure, web_api: bool) -> Response {
 ///
 /// From the 2016-05-17 changelog (see the module doc): `invalid_payload` and `user_not_found`
 /// 400, `action_prohibited` 403, `channel_not_found` 404, `channel_is_archived` 410,
-/// `rollup_error` 500. The others are from the webhook guide's error table.
+/// `rollup_error` 500. The others are as published Slack clients handle them (the webhook
+/// guide's own error table could not be checked): `no_service` and the like 404,
+/// `invalid_token` 403, anything else 400.
 fn webhook_error_status(code: &str) -> StatusCode {
     match code {
         "action_prohibited" | "posting_to_general_channel_denied" | "invalid_token" => {
@@ -480,7 +484,11 @@ fn blocks_valid(blocks: &Value) -> bool {
 
 /// Checks what `chat.postMessage` and `chat.update` check alike: the token, the encoding and
 /// the message. Returns the arguments and the channel id, or the error code to answer with.
-fn web_api_args(shared: &Shared, headers: &[(String, String)], body: &[u8]) -> Result<(Args, String), &'static str> {
+fn web_api_args(
+    shared: &Shared,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(Args, String), &'static str> {
     let token = header_value(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
@@ -528,7 +536,9 @@ fn post_message(shared: &Shared, headers: Vec<(String, String)>, body: &[u8]) ->
         "ts": ts,
         "message": message.to_json(&ts),
     });
-    state.messages.insert((channel.clone(), ts.clone()), message);
+    state
+        .messages
+        .insert((channel.clone(), ts.clone()), message);
     let received = Received {
         kind: Kind::PostMessage,
         channel: Some(channel),
