@@ -14,6 +14,7 @@ use bouncewatch::journal::Journal;
 use bouncewatch::metrics::Metrics;
 use bouncewatch::notify::email::EmailSender;
 use bouncewatch::notify::outbox::Outbox;
+use bouncewatch::notify::slack::SlackSender;
 use bouncewatch::notify::{Channels, Notifier};
 use bouncewatch::pipeline::Pipeline;
 
@@ -141,6 +142,11 @@ async fn run(
     let channels = Arc::new(Channels {
         email: if config.email.enabled() {
             Some(EmailSender::new(&config.email, &config.alerts.grafana_url)?)
+        } else {
+            None
+        },
+        slack: if config.slack.enabled() {
+            Some(SlackSender::new(&config.slack, &config.alerts.grafana_url)?)
         } else {
             None
         },

@@ -19,6 +19,7 @@ use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
 use crate::metrics::MetricsConfig;
 use crate::notify::email::EmailConfig;
+use crate::notify::slack::SlackConfig;
 use crate::pipeline::ProvidersConfig;
 use crate::windows::WindowsConfig;
 
@@ -43,6 +44,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
     pub email: EmailConfig,
+    pub slack: SlackConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,7 @@ impl Config {
         self.metrics.validate()?;
         self.alerts.validate()?;
         self.email.validate()?;
+        self.slack.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -142,6 +145,8 @@ impl Config {
             &mut c.webhook.token,
             &mut c.api.token,
             &mut c.email.password,
+            &mut c.slack.token,
+            &mut c.slack.webhook_url,
         ] {
             if !secret.is_empty() {
                 *secret = MASK.to_string();

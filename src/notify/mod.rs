@@ -9,6 +9,7 @@
 pub mod email;
 pub mod message;
 pub mod outbox;
+pub mod slack;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::alerts::Notification;
+use crate::alerts::state::Notice;
 use email::EmailSender;
-use outbox::{Outbox, Pending};
+use outbox::{Outbox, Pending, SlackRef};
+use slack::SlackSender;
 
 /// A notification not delivered within a day is given up: the incident is history by then.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -55,6 +58,7 @@ impl SendError {
 #[derive(Default)]
 pub struct Channels {
     pub email: Option<EmailSender>,
+    pub slack: Option<SlackSender>,
 }
 
 impl Channels {
@@ -82,14 +86,27 @@ impl Channels {
         if self.email.is_some() {
             names.push("email");
         }
+        if self.slack.is_some() {
+            names.push("slack");
+        }
         names
     }
 
-    async fn send(&self, channel: &str, n: &Notification) -> Result<(), SendError> {
+    /// Sends `n` on `channel`; Slack may thread it under `thread` and says where it posted.
+    async fn send(
+        &self,
+        channel: &str,
+        n: &Notification,
+        thread: Option<&SlackRef>,
+    ) -> Result<Option<SlackRef>, SendError> {
         match channel {
             "email" => match &self.email {
-                Some(email) => email.send(n).await,
+                Some(email) => email.send(n).await.map(|()| None),
                 None => Err(SendError::permanent("email is not configured".into())),
+            },
+            "slack" => match &self.slack {
+                Some(slack) => slack.send(n, thread).await,
+                None => Err(SendError::permanent("slack is not configured".into())),
             },
             other => Err(SendError::permanent(format!(
                 "no channel named {other:?} is configured"
@@ -161,18 +178,45 @@ impl Notifier {
         }
     }
 
+    /// The alert keys of a notification, as the outbox stores them.
+    fn key_ids(n: &Notification) -> Vec<String> {
+        n.alerts
+            .iter()
+            .map(|a| serde_json::to_string(&a.observation.key).unwrap_or_default())
+            .collect()
+    }
+
     async fn deliver(&mut self, row: Pending) {
-        let result = self.channels.send(&row.channel, &row.notification).await;
+        let n = &row.notification;
+        let keys = Notifier::key_ids(n);
+        let resolved = matches!(n.notice, Notice::Resolved { .. });
+        let thread = if row.channel == "slack" && resolved {
+            keys.iter()
+                .find_map(|k| self.outbox.slack_ref(&n.rule, k).ok().flatten())
+        } else {
+            None
+        };
+        let result = self.channels.send(&row.channel, n, thread.as_ref()).await;
         let now = crate::journal::now_ms();
         let marked = match result {
-            Ok(()) => {
-                tracing::info!(id = row.id, channel = %row.channel, rule = %row.notification.rule, "notification delivered");
+            Ok(posted) => {
+                tracing::info!(id = row.id, channel = %row.channel, rule = %n.rule, "notification delivered");
+                for k in &keys {
+                    let kept = match (&posted, resolved) {
+                        (_, true) => self.outbox.forget_slack_ref(&n.rule, k),
+                        (Some(r), false) => self.outbox.set_slack_ref(&n.rule, k, r),
+                        (None, false) => Ok(()),
+                    };
+                    if let Err(e) = kept {
+                        tracing::warn!(error = %e, "cannot record where the Slack message went");
+                    }
+                }
                 self.outbox.delivered(row.id, now)
             }
             Err(e) => {
                 let too_old = now - row.created_ms > GIVE_UP_AFTER.as_millis() as i64;
                 if e.permanent || too_old {
-                    tracing::error!(id = row.id, channel = %row.channel, rule = %row.notification.rule, error = %e.message, "notification given up");
+                    tracing::error!(id = row.id, channel = %row.channel, rule = %n.rule, error = %e.message, "notification given up");
                     self.outbox.fail(row.id, now, &e.message)
                 } else {
                     let delay = e

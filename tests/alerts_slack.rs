@@ -1,0 +1,195 @@
+//! Alerts end to end over Slack, against a local server that speaks Slack's Web API and
+//! incoming-webhook formats (tests/common/slack.rs): Block Kit content, a 429 honoured with its
+//! `Retry-After`, the resolution threaded under the incident and the original updated, and
+//! permanent errors given up without retry. Secrets never reach the logs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::slack::{Failure, FakeSlack, Kind};
+use common::{Options, Server};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `sent` sends and `hard` hard bounces at Gmail, stamped now, ids from `first_id`.
+fn traffic(first_id: u64, sent: usize, hard: usize) -> String {
+    let t = now();
+    let mut events = Vec::new();
+    for i in 0..sent {
+        events.push(format!(
+            r#"{{"event":"sent","time":{t},"MessageID":{},"email":"s{i}@gmail.com","mj_campaign_id":5}}"#,
+            first_id + i as u64
+        ));
+    }
+    for i in 0..hard {
+        events.push(format!(
+            r#"{{"event":"bounce","time":{t},"MessageID":{},"email":"h{i}@gmail.com","mj_campaign_id":5,"hard_bounce":true,"error_related_to":"recipient","error":"user unknown"}}"#,
+            first_id + 50_000 + i as u64
+        ));
+    }
+    format!("[{}]", events.join(","))
+}
+
+fn blocks_text(blocks: &serde_json::Value) -> String {
+    serde_json::to_string(blocks).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_posts_the_incident_and_threads_its_resolution() {
+    let slack = FakeSlack::start().await;
+    slack.set_bot_token("xoxb-secret-token");
+    // The first post is rate limited for one second.
+    slack.fail_next(
+        1,
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_SLACK_TOKEN", "xoxb-secret-token")
+            .env("BOUNCEWATCH_SLACK_CHANNEL", "#alerts")
+            .env("BOUNCEWATCH_SLACK_API_URL", &slack.api_url())
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s")
+            .env("BOUNCEWATCH_ALERTS_CLEAR_AFTER", "2")
+            .env(
+                "BOUNCEWATCH_ALERTS_GRAFANA_URL",
+                "https://grafana.example.com",
+            ),
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+
+    let got = slack.wait_received(1, Duration::from_secs(15)).await;
+    let firing = &got[0];
+    assert_eq!(firing.kind, Kind::PostMessage);
+    assert_eq!(
+        firing.channel.as_deref(),
+        Some(common::slack::channel_id("#alerts").as_str())
+    );
+    assert_eq!(
+        firing.text.as_deref(),
+        Some("[FIRING warning] hard-bounce-rate: all providers")
+    );
+    let blocks = blocks_text(&firing.blocks);
+    assert!(blocks.contains(r#""type":"header""#), "{blocks}");
+    assert!(
+        blocks.contains("(10 / 200), lower bound 2.74 %"),
+        "{blocks}"
+    );
+    assert!(blocks.contains("user unknown"), "{blocks}");
+    assert!(
+        blocks.contains("https://grafana.example.com/d/bouncewatch-overview"),
+        "{blocks}"
+    );
+    assert_eq!(slack.attempts(), 2, "one 429, then delivered");
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains(r#""retry_in":"1s""#),
+        "Retry-After honoured:\n{logs}"
+    );
+
+    // Enough clean sends bring the lower bound under 2 %: after two clean evaluations the
+    // incident resolves, in the thread of its message, which is updated.
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(100_000, 3000, 0))
+            .await
+            .0,
+        200
+    );
+    let got = slack.wait_received(3, Duration::from_secs(15)).await;
+    let update = got
+        .iter()
+        .find(|r| r.kind == Kind::Update)
+        .expect("an update");
+    assert_eq!(update.ts, firing.ts);
+    assert!(
+        update.text.as_deref().unwrap().starts_with("RESOLVED"),
+        "{update:?}"
+    );
+    let reply = got
+        .iter()
+        .skip(1)
+        .find(|r| r.kind == Kind::PostMessage)
+        .expect("a resolution");
+    assert_eq!(reply.thread_ts, firing.ts);
+    assert_eq!(
+        reply.text.as_deref(),
+        Some("[RESOLVED] hard-bounce-rate: all providers")
+    );
+    assert!(blocks_text(&reply.blocks).contains("Resolved after"));
+
+    let logs = server.logs().join("\n");
+    assert!(!logs.contains("xoxb-secret-token"), "the bot token leaked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
+    let slack = FakeSlack::start().await;
+    slack.fail_next(1, Failure::ServerError(503));
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    let got = slack.wait_received(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].kind, Kind::Webhook);
+    assert!(blocks_text(&got[0].blocks).contains("hard bounce rate"));
+    assert_eq!(slack.attempts(), 2);
+    let logs = server.logs().join("\n");
+    assert!(
+        !logs.contains("XXXXXXXX"),
+        "the webhook URL is a secret:\n{logs}"
+    );
+
+    // A second incident meets a refused webhook (404 no_service): given up, not retried.
+    slack.fail_next(1, Failure::SlackError("no_service"));
+    let attempts = slack.attempts();
+    let other = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
+    );
+    assert_eq!(
+        other.post("/webhooks/mailjet", traffic(1, 190, 10)).await.0,
+        200
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !other
+        .logs()
+        .iter()
+        .any(|l| l.contains("notification given up"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            other.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        slack.attempts(),
+        attempts + 1,
+        "a permanent error is not retried"
+    );
+}
