@@ -93,7 +93,11 @@ async fn a_hard_bounce_spike_is_mailed_once_and_small_samples_stay_quiet() {
         "{}",
         mail.data
     );
-    let body = mail.body();
+    let body = mail.part("text/plain").expect("a text part");
+    let html = mail
+        .part("text/html")
+        .expect("an HTML part with the same content");
+    assert!(html.contains("lower bound 2.74 %"), "{html}");
     assert!(
         body.contains("hard bounce rate 5.00 % (10 / 200), lower bound 2.74 % vs 2.00 %"),
         "{body}"
@@ -123,5 +127,92 @@ async fn a_hard_bounce_spike_is_mailed_once_and_small_samples_stay_quiet() {
         1,
         "a restart must not re-send a firing alert"
     );
+    drop(tmp);
+}
+
+/// Without any channel configured, alerts go to the log: the embedded default shows them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_channel_alerts_are_logged() {
+    let server = Server::start_with(Options::default().env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"));
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = server.logs();
+        let line = logs.iter().find(|l| {
+            l.contains(r#""message":"alert""#) && l.contains(r#""rule":"hard-bounce-rate""#)
+        });
+        if let Some(line) = line {
+            assert!(line.contains("(10 / 200)"), "{line}");
+            assert!(line.contains(r#""level":"WARN""#), "{line}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert in the log:\n{}",
+            logs.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `kill -9` while a notification is being sent (the SMTP server never answers), then a
+/// restart with a working server: the notification, already in the outbox, arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_in_flight_at_kill9_is_delivered_once_after_restart() {
+    let hanging = SmtpServer::start(SmtpOptions {
+        hang: true,
+        ..SmtpOptions::default()
+    });
+    let server = Server::start_with(
+        options(&hanging)
+            .env("BOUNCEWATCH_EMAIL_USERNAME", "")
+            .env("BOUNCEWATCH_EMAIL_PASSWORD", "")
+            .env("BOUNCEWATCH_EMAIL_TIMEOUT", "60s"),
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    // Wait until the alert is queued (and its send is hanging).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server
+        .logs()
+        .iter()
+        .any(|l| l.contains("alert notification queued"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = server.data_dir.clone();
+    let tmp = server.kill9();
+
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let _again = Server::start_with(
+        options(&smtp)
+            .env("BOUNCEWATCH_EMAIL_USERNAME", "")
+            .env("BOUNCEWATCH_EMAIL_PASSWORD", "")
+            .data_dir(&dir),
+    );
+    let mails = smtp.wait_messages(1, Duration::from_secs(15));
+    assert_eq!(
+        mails[0].header("Subject").as_deref(),
+        Some("[FIRING warning] hard-bounce-rate: all providers")
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "delivered exactly once");
     drop(tmp);
 }

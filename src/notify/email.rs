@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
@@ -145,13 +145,16 @@ impl EmailSender {
     pub async fn send(&self, n: &Notification) -> Result<(), SendError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(message::subject(n))
-            .header(ContentType::TEXT_PLAIN);
+            .subject(message::subject(n));
         for to in &self.to {
             builder = builder.to(to.clone());
         }
+        // Text and HTML with the same content: clients show the one they prefer.
         let email = builder
-            .body(message::text(n, &self.grafana_url))
+            .multipart(MultiPart::alternative_plain_html(
+                message::text(n, &self.grafana_url),
+                message::html(n, &self.grafana_url),
+            ))
             .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))?;
         match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
             Err(_) => Err(SendError::transient(format!(

@@ -224,3 +224,54 @@ pub fn text(n: &Notification, grafana_url: &str) -> String {
     }
     out
 }
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The same content as [`text`], as a small HTML document for mail clients.
+pub fn html(n: &Notification, grafana_url: &str) -> String {
+    let mut out = String::from("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">");
+    out.push_str(&format!("<h2>{}</h2>", escape_html(&subject(n))));
+    if let Notice::Resolved { lasted_secs } = n.notice {
+        out.push_str(&format!(
+            "<p>Resolved after {}.</p>",
+            escape_html(&duration(lasted_secs))
+        ));
+    }
+    out.push_str("<ul>");
+    for a in &n.alerts {
+        out.push_str(&format!("<li>{}</li>", escape_html(&alert_text(n, a))));
+    }
+    if n.more > 0 {
+        out.push_str(&format!("<li>and {} more</li>", n.more));
+    }
+    out.push_str("</ul>");
+    if !n.reasons.is_empty() {
+        out.push_str("<p><b>Top reasons</b></p><ul>");
+        for r in &n.reasons {
+            out.push_str(&format!(
+                "<li>{} {} / {}: {}</li>",
+                escape_html(&r.event),
+                escape_html(&r.category),
+                escape_html(&r.error),
+                r.count
+            ));
+        }
+        out.push_str("</ul>");
+    }
+    if let Some(advice) = advice(n) {
+        out.push_str(&format!("<p>{}</p>", escape_html(advice)));
+    }
+    if let Some(link) = dashboard_link(grafana_url, n) {
+        out.push_str(&format!(
+            "<p><a href=\"{}\">Open the dashboard</a></p>",
+            escape_html(&link)
+        ));
+    }
+    out.push_str("</body></html>");
+    out
+}

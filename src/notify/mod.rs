@@ -62,11 +62,20 @@ pub struct Channels {
 }
 
 impl Channels {
-    /// The channel names a notification goes to: the rule's, or every configured one.
+    /// The channel names a notification goes to: the rule's, or every configured one; with
+    /// none configured, the log, so that even the embedded default shows its alerts.
     pub fn targets(&self, rule_channels: &[String]) -> Vec<String> {
         let all = self.names();
         if rule_channels.is_empty() {
-            return all.iter().map(|s| s.to_string()).collect();
+            let configured: Vec<String> = all
+                .iter()
+                .filter(|c| **c != "log")
+                .map(|s| s.to_string())
+                .collect();
+            if configured.is_empty() {
+                return vec!["log".to_string()];
+            }
+            return configured;
         }
         rule_channels
             .iter()
@@ -81,8 +90,9 @@ impl Channels {
             .collect()
     }
 
+    /// Every channel a rule may name; `log` always exists.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
+        let mut names = vec!["log"];
         if self.email.is_some() {
             names.push("email");
         }
@@ -100,6 +110,10 @@ impl Channels {
         thread: Option<&SlackRef>,
     ) -> Result<Option<SlackRef>, SendError> {
         match channel {
+            "log" => {
+                log(n);
+                Ok(None)
+            }
             "email" => match &self.email {
                 Some(email) => email.send(n).await.map(|()| None),
                 None => Err(SendError::permanent("email is not configured".into())),
@@ -111,6 +125,19 @@ impl Channels {
             other => Err(SendError::permanent(format!(
                 "no channel named {other:?} is configured"
             ))),
+        }
+    }
+}
+
+/// The log channel: the whole message as one log line (at `warn` while firing).
+fn log(n: &Notification) {
+    let text = message::text(n, "");
+    match n.notice {
+        Notice::Resolved { .. } => {
+            tracing::info!(rule = %n.rule, severity = n.severity.as_str(), notice = "resolved", alert = %text, "alert")
+        }
+        _ => {
+            tracing::warn!(rule = %n.rule, severity = n.severity.as_str(), notice = ?n.notice, alert = %text, "alert")
         }
     }
 }

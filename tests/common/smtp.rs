@@ -256,11 +256,50 @@ impl Mail {
         let qp = self
             .header("Content-Transfer-Encoding")
             .is_some_and(|cte| cte.eq_ignore_ascii_case("quoted-printable"));
+        let base64 = self
+            .header("Content-Transfer-Encoding")
+            .is_some_and(|cte| cte.eq_ignore_ascii_case("base64"));
         if qp {
             decode_quoted_printable(&body)
+        } else if base64 {
+            use base64::Engine as _;
+            let compact: String = body.split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or(body)
         } else {
             body
         }
+    }
+
+    /// The decoded body of the first part whose `Content-Type` starts with `mime` (e.g.
+    /// `text/plain`), looking inside `multipart/*` bodies one level deep; the whole body when
+    /// the message itself has that type.
+    pub fn part(&self, mime: &str) -> Option<String> {
+        let content_type = self.header("Content-Type").unwrap_or_default();
+        if content_type.to_ascii_lowercase().starts_with(mime) {
+            return Some(self.body());
+        }
+        let boundary = content_type
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))?
+            .trim_matches('"')
+            .to_string();
+        let raw = self.split().1.replace("\r\n", "\n");
+        raw.split(&format!("--{boundary}"))
+            .skip(1)
+            .map(|chunk| Mail {
+                from: String::new(),
+                to: Vec::new(),
+                data: chunk.trim_start_matches('\n').to_string(),
+                auth_login: None,
+            })
+            .find(|part| {
+                part.header("Content-Type")
+                    .is_some_and(|t| t.to_ascii_lowercase().starts_with(mime))
+            })
+            .map(|part| part.body())
     }
 
     /// Header section and body, split at the first blank line (CRLF on the wire, but a
