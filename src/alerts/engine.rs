@@ -104,6 +104,23 @@ impl Engine {
             .collect()
     }
 
+    /// Firing alerts per rule (0 for a quiet rule), for the `bouncewatch_alerts_firing` gauge.
+    pub fn firing_counts(&self) -> Vec<(String, Severity, u64)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let n = self
+                    .states
+                    .iter()
+                    .filter(|((rule, _), (_, s))| {
+                        rule == r.name() && s.phase == super::state::Phase::Firing
+                    })
+                    .count();
+                (r.name().to_string(), r.config.severity, n as u64)
+            })
+            .collect()
+    }
+
     /// One evaluation at `now` (Unix seconds).
     pub fn evaluate(
         &mut self,

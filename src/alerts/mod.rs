@@ -12,6 +12,7 @@ pub mod engine;
 pub mod health;
 pub mod rules;
 pub mod run;
+pub mod silence;
 pub mod state;
 pub mod wilson;
 

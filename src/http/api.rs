@@ -90,6 +90,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+pub(super) fn not_found(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message,
+        challenge: None,
+    }
+}
+
+/// The alert store failed; the message names it.
+pub(super) fn store_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "alert store query failed");
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!("the alert store (alerts.sqlite3) failed: {e}"),
+        challenge: None,
+    }
+}
+
 pub(super) fn bad_request(message: String) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,

@@ -4,6 +4,7 @@
 //! committed to the journal (or was already there). A full queue or a failing disk answers
 //! `503` so that Mailjet retries; a body that is not events is quarantined, never dropped.
 
+mod alerts;
 mod api;
 mod auth;
 mod health;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
@@ -117,6 +118,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/quarantine", get(api::quarantine))
         .route("/api/v1/stats", get(stats::stats))
+        .route("/api/v1/alerts", get(alerts::alerts))
+        .route(
+            "/api/v1/silences",
+            get(alerts::silences).post(alerts::add_silence),
+        )
+        .route("/api/v1/silences/{id}", delete(alerts::delete_silence))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

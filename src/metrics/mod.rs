@@ -105,6 +105,7 @@ struct Counters {
     pipeline_seq: AtomicI64,
     late: AtomicU64,
     clamped: AtomicU64,
+    silenced: AtomicU64,
 }
 
 /// The windows the rate gauges read, once the pipeline has started.
@@ -119,6 +120,8 @@ struct State {
     counters: Counters,
     campaigns: Mutex<CampaignCounters>,
     delays: Mutex<RecentDelays>,
+    /// `(rule, severity, firing)` as of the last evaluation.
+    firing: Mutex<Vec<(String, &'static str, u64)>>,
     windows: OnceLock<WindowsSource>,
 }
 
@@ -219,6 +222,7 @@ impl Metrics {
             counters: Counters::default(),
             campaigns: Mutex::new(CampaignCounters::new(config.top_campaigns)),
             delays: Mutex::new(RecentDelays::default()),
+            firing: Mutex::new(Vec::new()),
             windows: OnceLock::new(),
         });
         register_observers(&meter, &state);
@@ -280,6 +284,16 @@ impl Metrics {
         let c = self.counters();
         add(&c.events[kind.index()], 1);
         c.last_event_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// The alert engine's firing count per rule, after each evaluation.
+    pub fn alerts_firing(&self, per_rule: Vec<(String, &'static str, u64)>) {
+        *self.state.firing.lock().unwrap_or_else(|p| p.into_inner()) = per_rule;
+    }
+
+    /// Notifications a silence suppressed.
+    pub fn silenced(&self, n: usize) {
+        add(&self.counters().silenced, n);
     }
 
     /// When the last event was stored, as the journal remembers it at startup.
@@ -469,6 +483,24 @@ fn register_observers(meter: &Meter, state: &Arc<State>) {
     counter(&JOURNAL_RETENTION_DELETED, |c| get(&c.retention_deleted));
     counter(&EVENTS_LATE, |c| get(&c.late));
     counter(&EVENTS_CLAMPED, |c| get(&c.clamped));
+    counter(&ALERTS_SILENCED, |c| get(&c.silenced));
+    let st = state.clone();
+    meter
+        .u64_observable_gauge(ALERTS_FIRING.instrument())
+        .with_description(ALERTS_FIRING.help)
+        .with_callback(move |o| {
+            let firing = st.firing.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for (rule, severity, n) in firing {
+                o.observe(
+                    n,
+                    &[
+                        KeyValue::new("rule", rule),
+                        KeyValue::new("severity", severity),
+                    ],
+                );
+            }
+        })
+        .build();
 
     let st = state.clone();
     meter

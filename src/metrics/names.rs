@@ -216,6 +216,20 @@ pub const WINDOW_REASONS: Signal = Signal {
     labels: &["event", "category", "error", "window", "provider"],
 };
 
+pub const ALERTS_FIRING: Signal = Signal {
+    name: "bouncewatch_alerts_firing",
+    help: "Alerts firing now, per rule (0 while a rule is quiet); GET /api/v1/alerts lists their keys.",
+    kind: Kind::Gauge,
+    labels: &["rule", "severity"],
+};
+
+pub const ALERTS_SILENCED: Signal = Signal {
+    name: "bouncewatch_alert_notifications_silenced_total",
+    help: "Alert notifications suppressed by a silence (one per alert and channel).",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
 pub const EVENTS_LATE: Signal = Signal {
     name: "bouncewatch_events_late_total",
     help: "Events older than the longest window when counted: in the totals only.",
@@ -256,6 +270,8 @@ pub const ALL: &[Signal] = &[
     WINDOW_RATE_NUMERATOR,
     WINDOW_RATE_DENOMINATOR,
     WINDOW_REASONS,
+    ALERTS_FIRING,
+    ALERTS_SILENCED,
     EVENTS_LATE,
     EVENTS_CLAMPED,
 ];

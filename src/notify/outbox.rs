@@ -12,6 +12,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::silence::Silence;
 use crate::alerts::{Notification, StoredAlert};
 
 const SCHEMA: &str = r#"
@@ -33,6 +34,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error      TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms) WHERE delivered_ms IS NULL AND failed_ms IS NULL;
+CREATE TABLE IF NOT EXISTS silences (
+    id         INTEGER PRIMARY KEY,
+    silence    TEXT NOT NULL,
+    until_ms   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS slack_messages (
     rule    TEXT NOT NULL,
     key     TEXT NOT NULL,
@@ -220,6 +226,94 @@ impl Outbox {
             params![rule, key],
         )?;
         Ok(())
+    }
+}
+
+/// One notification row, for `GET /api/v1/alerts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub created_ms: i64,
+    pub channel: String,
+    pub attempts: u32,
+    pub delivered_ms: Option<i64>,
+    pub failed_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub notification: Notification,
+}
+
+impl Outbox {
+    /// Opens the file read-only, for the API (it never writes the alert state).
+    pub fn open_read_only(dir: &Path) -> rusqlite::Result<Outbox> {
+        let conn = Connection::open_with_flags(
+            dir.join("alerts.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Outbox { conn })
+    }
+
+    /// The newest `limit` notification rows, newest first.
+    pub fn history(&self, limit: usize) -> rusqlite::Result<Vec<HistoryRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, created_ms, channel, attempts, delivered_ms, failed_ms, last_error, notification \
+             FROM outbox ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            let json: String = r.get(7)?;
+            let Ok(notification) = serde_json::from_str(&json) else {
+                return Ok(None);
+            };
+            Ok(Some(HistoryRow {
+                id: r.get(0)?,
+                created_ms: r.get(1)?,
+                channel: r.get(2)?,
+                attempts: r.get(3)?,
+                delivered_ms: r.get(4)?,
+                failed_ms: r.get(5)?,
+                last_error: r.get(6)?,
+                notification,
+            }))
+        })?;
+        rows.filter_map(Result::transpose).collect()
+    }
+
+    /// Stores a new silence and returns it with its id.
+    pub fn add_silence(&self, mut s: Silence) -> rusqlite::Result<Silence> {
+        self.conn.execute(
+            "INSERT INTO silences (silence, until_ms) VALUES ('{}', ?1)",
+            params![s.until_ms],
+        )?;
+        s.id = self.conn.last_insert_rowid();
+        let json = serde_json::to_string(&s).map_err(to_sql_err)?;
+        self.conn.execute(
+            "UPDATE silences SET silence = ?2 WHERE id = ?1",
+            params![s.id, json],
+        )?;
+        Ok(s)
+    }
+
+    /// Silences still in force at `now_ms`, newest first.
+    pub fn silences(&self, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT silence FROM silences WHERE until_ms > ?1 ORDER BY id DESC")?;
+        let rows = stmt.query_map(params![now_ms], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(s) = serde_json::from_str(&row?) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends a silence; `false` if there was none with that id.
+    pub fn delete_silence(&self, id: i64) -> rusqlite::Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM silences WHERE id = ?1", params![id])?
+            > 0)
     }
 }
 

@@ -1,0 +1,146 @@
+//! The alert API on the real binary: silences suppress notifications (and are counted) while
+//! the alert still fires, `GET /api/v1/alerts` shows active alerts and delivered history, and
+//! the firing gauge follows.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Options, Server, client};
+use serde_json::{Value, json};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn traffic(sent: usize, hard: usize) -> String {
+    let t = now();
+    let mut events = Vec::new();
+    for i in 0..sent + hard {
+        let (kind, extra) = if i < sent {
+            ("sent", "")
+        } else {
+            ("bounce", r#","hard_bounce":true"#)
+        };
+        events.push(format!(
+            r#"{{"event":"{kind}","time":{t},"MessageID":{},"email":"u{i}@gmail.com","mj_campaign_id":3{extra}}}"#,
+            i + 1
+        ));
+    }
+    format!("[{}]", events.join(","))
+}
+
+async fn post_json(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_suppress_notifications_and_the_api_shows_alerts() {
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s")
+            .env("BOUNCEWATCH_SERVER_MAX_BODY", "64KiB"),
+    );
+
+    // Bad silences are refused with a reason.
+    let (status, body) = post_json(&server, "/api/v1/silences", json!({"rule": "x"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`until`"),
+        "{body}"
+    );
+    let (status, _) = post_json(
+        &server,
+        "/api/v1/silences",
+        json!({"provider": "hotmail", "for": "1h"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, silence) = post_json(
+        &server,
+        "/api/v1/silences",
+        json!({"rule": "hard-bounce-rate", "for": "1h", "comment": "list cleanup in progress"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{silence}");
+    let id = silence["id"].as_i64().unwrap();
+    let listed = server.get_json("/api/v1/silences").await;
+    assert_eq!(listed[0]["comment"], "list cleanup in progress");
+
+    // The spike fires, but the silence keeps it out of every channel, and counts it.
+    assert_eq!(
+        server.post("/webhooks/mailjet", traffic(190, 10)).await.0,
+        200
+    );
+    wait_for("the firing gauge", async || {
+        server
+            .get_text("/metrics")
+            .await
+            .contains(r#"bouncewatch_alerts_firing{rule="hard-bounce-rate",severity="warning"} 1"#)
+    })
+    .await;
+    wait_for("the silenced counter", async || {
+        server
+            .metric("bouncewatch_alert_notifications_silenced_total")
+            .await
+            == 1.0
+    })
+    .await;
+    let page = server.get_json("/api/v1/alerts").await;
+    let active = page["active"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{page}");
+    assert_eq!(active[0]["rule"], "hard-bounce-rate");
+    assert_eq!(active[0]["state"]["phase"], "firing");
+    assert!(page["recent"].as_array().unwrap().is_empty(), "{page}");
+    assert!(
+        !server
+            .logs()
+            .iter()
+            .any(|l| l.contains(r#""message":"alert""#)),
+        "a silenced alert was logged as a notification"
+    );
+
+    // Not silenced: a 413 fires the body-too-large rule, which is delivered to the log and
+    // shows up in the history with its delivery time.
+    let big = client()
+        .post(server.url("/webhooks/mailjet"))
+        .body(vec![b' '; 100 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    wait_for("a delivered notification", async || {
+        let page = server.get_json("/api/v1/alerts").await;
+        page["recent"].as_array().unwrap().iter().any(|r| {
+            r["notification"]["rule"] == "webhook-body-too-large"
+                && r["channel"] == "log"
+                && r["delivered_ms"].is_i64()
+        })
+    })
+    .await;
+
+    // Silences end on DELETE; a second DELETE finds nothing.
+    let url = server.url(&format!("/api/v1/silences/{id}"));
+    assert_eq!(client().delete(&url).send().await.unwrap().status(), 204);
+    assert_eq!(client().delete(&url).send().await.unwrap().status(), 404);
+    assert_eq!(server.get_json("/api/v1/silences").await, json!([]));
+}
