@@ -73,3 +73,51 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The README's worked example of alert rules is a config `check-config` accepts, and a rule
+/// missing its threshold is refused by name.
+#[test]
+fn the_readme_rules_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let after = readme
+        .split("**Writing rules.**")
+        .nth(1)
+        .expect("the README has a rules example");
+    let toml = after
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = common::command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for name in ["microsoft-blocks", "campaign-bounces", "spam", "no-events"] {
+        assert!(printed.contains(&format!("name = \"{name}\"")), "{printed}");
+    }
+
+    std::fs::write(&path, toml.replace("threshold = 0.03", "")).unwrap();
+    let out = common::command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("microsoft-blocks") && err.contains("threshold"),
+        "{err}"
+    );
+}
