@@ -88,7 +88,9 @@ impl Series {
 
     /// The counts of the last `window` minutes up to `now` (minutes `now - window + 1 ..= now`).
     /// Minute buckets are exact; an hour bucket counts when it overlaps the window, so a window
-    /// longer than an hour can reach up to 59 minutes further back at its old edge.
+    /// longer than an hour can reach up to 59 minutes further back at its old edge. A window of
+    /// an hour or less reads minute buckets only: hour buckets hold minutes at least
+    /// [`FINE_MINUTES`] old, which such a window never covers.
     pub fn sum(&self, now: u32, window: u32) -> Counts {
         let start = (now + 1).saturating_sub(window);
         let mut total = Counts::default();
@@ -99,6 +101,9 @@ impl Series {
             if minute <= now {
                 total += counts;
             }
+        }
+        if window <= FINE_MINUTES {
+            return total;
         }
         for &(hour, counts) in self.coarse.iter().rev() {
             if hour * 60 + 59 < start {
@@ -170,6 +175,22 @@ mod tests {
         s.roll(now + 25 * 60, 24 * 60);
         assert_eq!(s.buckets(), 0);
         assert_eq!(s.newest_minute(), None);
+    }
+
+    /// One send a minute, rolled every minute as the pipeline does: an hour window holds
+    /// exactly 60 sends and 15 minutes exactly 15, whatever the minute of the hour.
+    #[test]
+    fn short_windows_stay_exact_after_rolling() {
+        let mut s = Series::default();
+        let start = 60 * 10_000;
+        for m in start..start + 240 {
+            s.add(m, m, one_sent());
+            s.roll(m, 24 * 60);
+            if m >= start + 60 {
+                assert_eq!(s.sum(m, 60).sent, 60, "minute {}", m % 60);
+                assert_eq!(s.sum(m, 15).sent, 15, "minute {}", m % 60);
+            }
+        }
     }
 
     #[test]
