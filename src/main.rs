@@ -38,6 +38,26 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Replay recorded events through the alert rules in event time; prints one JSON line per
+    /// incident to stdout and a summary to stderr.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["journal", "events"])))]
+struct BacktestArgs {
+    /// TOML config file (its [alerts], [windows] and [providers]); without it the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A journal directory (server.data_dir) to read every event from.
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// A file of Mailjet events, one JSON object per line.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// How long the clock runs on after the last event, so firing alerts can resolve.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    tail: std::time::Duration,
 }
 
 #[derive(Args, Default)]
@@ -60,6 +80,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { config } => check_config(config),
+        Command::Backtest(args) => backtest(args),
     }
 }
 
@@ -76,6 +97,30 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
         eprintln!("warning: environment variable {var} matches no config key and is ignored");
     }
     print!("{}", loaded.config.to_masked_toml());
+    Ok(())
+}
+
+fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
+    use bouncewatch::alerts::backtest;
+    use std::io::Write;
+    let config = Config::load(args.config.as_deref(), &environment())?.config;
+    let events = match (&args.journal, &args.events) {
+        (Some(dir), _) => backtest::events_from_journal(dir)?,
+        (None, Some(file)) => backtest::events_from_jsonl(file)?,
+        (None, None) => anyhow::bail!("give --journal DIR or --events FILE.jsonl"),
+    };
+    let opts = backtest::Options { tail: args.tail };
+    let replay = backtest::replay(&config, events, &opts).with_context(|| match &args.config {
+        Some(path) => format!("backtest with config {}", path.display()),
+        None => "backtest with the default config".to_string(),
+    })?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for incident in &replay.incidents {
+        serde_json::to_writer(&mut out, incident)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush().context("cannot write the timeline to stdout")?;
+    eprintln!("{}", replay.summary);
     Ok(())
 }
 

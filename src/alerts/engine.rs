@@ -5,7 +5,7 @@
 //! backtest. Alerts of one rule that change in the same evaluation are grouped into one
 //! notification per kind (firing, repeat, resolved), listing at most `max_keys` of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,13 +60,10 @@ pub struct Engine {
     confidence: f64,
     repeat_secs: i64,
     max_keys: usize,
-    /// `(rule, key as JSON)` → state; only pending and firing alerts are here.
-    states: BTreeMap<(String, String), (Option<Key>, AlertState)>,
+    /// `(rule index, key)` → state; only pending and firing alerts are here. A quiet key has
+    /// no entry, so an evaluation over 100,000 quiet keys touches this map only for lookups.
+    states: HashMap<(usize, Option<Key>), AlertState, foldhash::fast::RandomState>,
     health: HealthHistory,
-}
-
-fn key_id(key: &Option<Key>) -> String {
-    serde_json::to_string(key).unwrap_or_default()
 }
 
 impl Engine {
@@ -76,7 +73,7 @@ impl Engine {
             confidence,
             repeat_secs,
             max_keys: max_keys.max(1),
-            states: BTreeMap::new(),
+            states: HashMap::default(),
             health: HealthHistory::default(),
         }
     }
@@ -85,39 +82,39 @@ impl Engine {
     /// nor forgets one. Alerts of rules that no longer exist are dropped.
     pub fn restore(&mut self, alerts: Vec<StoredAlert>) {
         for a in alerts {
-            if self.rules.iter().any(|r| r.name() == a.rule) {
-                self.states
-                    .insert((a.rule, key_id(&a.key)), (a.key, a.state));
+            if let Some(i) = self.rules.iter().position(|r| r.name() == a.rule) {
+                self.states.insert((i, a.key), a.state);
             }
         }
     }
 
     /// Every pending or firing alert, to store.
     pub fn alerts(&self) -> Vec<StoredAlert> {
-        self.states
+        let mut out: Vec<StoredAlert> = self
+            .states
             .iter()
-            .map(|((rule, _), (key, state))| StoredAlert {
-                rule: rule.clone(),
+            .map(|((rule, key), state)| StoredAlert {
+                rule: self.rules[*rule].name().to_string(),
                 key: key.clone(),
                 state: *state,
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
+        out
     }
 
     /// Firing alerts per rule (0 for a quiet rule), for the `bouncewatch_alerts_firing` gauge.
     pub fn firing_counts(&self) -> Vec<(String, Severity, u64)> {
+        let mut firing = vec![0u64; self.rules.len()];
+        for ((rule, _), s) in &self.states {
+            if s.phase == super::state::Phase::Firing {
+                firing[*rule] += 1;
+            }
+        }
         self.rules
             .iter()
-            .map(|r| {
-                let n = self
-                    .states
-                    .iter()
-                    .filter(|((rule, _), (_, s))| {
-                        rule == r.name() && s.phase == super::state::Phase::Firing
-                    })
-                    .count();
-                (r.name().to_string(), r.config.severity, n as u64)
-            })
+            .zip(firing)
+            .map(|(r, n)| (r.name().to_string(), r.config.severity, n))
             .collect()
     }
 
@@ -130,37 +127,41 @@ impl Engine {
     ) -> Vec<Notification> {
         self.health.push(sample);
         let mut out = Vec::new();
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             let inputs = Inputs {
                 now,
                 windows,
                 health: &self.health,
                 confidence: self.confidence,
             };
-            let mut seen: BTreeMap<String, Observation> = rule
+            // Only breaching keys and keys with a state can change anything; the rest (nearly
+            // all of them) are dropped here, before any bookkeeping.
+            let states = &self.states;
+            let mut seen: Vec<Observation> = rule
                 .evaluate(&inputs)
                 .into_iter()
-                .map(|o| (key_id(&o.key), o))
+                .filter(|o| o.breaching || states.contains_key(&(index, o.key.clone())))
                 .collect();
             // Alerts whose key has no evidence any more (evicted, or no sends in the window)
             // count as clean.
-            for ((r, id), (key, _)) in &self.states {
-                if r == rule.name() && !seen.contains_key(id) {
-                    seen.insert(
-                        id.clone(),
-                        Observation {
-                            key: key.clone(),
-                            rate: None,
-                            lower_bound: None,
-                            baseline: None,
-                            value: 0.0,
-                            limit: 0.0,
-                            breaching: false,
-                            clean: true,
-                        },
-                    );
-                }
-            }
+            let observed: std::collections::HashSet<&Option<Key>> =
+                seen.iter().map(|o| &o.key).collect();
+            let gone: Vec<Option<Key>> = states
+                .keys()
+                .filter(|(r, key)| *r == index && !observed.contains(key))
+                .map(|(_, key)| key.clone())
+                .collect();
+            drop(observed);
+            seen.extend(gone.into_iter().map(|key| Observation {
+                key,
+                rate: None,
+                lower_bound: None,
+                baseline: None,
+                value: 0.0,
+                limit: 0.0,
+                breaching: false,
+                clean: true,
+            }));
             let timing = Timing {
                 for_secs: rule.for_secs,
                 clear_after: rule.clear_after,
@@ -168,14 +169,26 @@ impl Engine {
             };
             let mut groups: BTreeMap<u8, Vec<AlertLine>> = BTreeMap::new();
             let mut resolved_lasted = 0;
-            for (id, obs) in seen {
-                let slot = (rule.name().to_string(), id);
-                let previous = self.states.get(&slot).map(|(_, s)| *s);
-                let (next, notice) = step(previous, obs.breaching, obs.clean, now, timing);
+            for obs in seen {
+                let slot = (index, obs.key.clone());
+                let previous = self.states.get(&slot).copied();
+                let mut clean = obs.clean;
+                if let (RuleKind::Spike, Some(p)) = (rule.config.kind, previous)
+                    && p.phase == super::state::Phase::Firing
+                    && p.fired_limit > 0.0
+                    && let Some(rate) = obs.rate
+                {
+                    // Recovered only once back under the bar the incident was judged against.
+                    clean = clean && rate.value().unwrap_or(0.0) < p.fired_limit;
+                }
+                let (mut next, notice) = step(previous, obs.breaching, clean, now, timing);
+                if let (Some(s), Some(Notice::Firing)) = (next.as_mut(), notice) {
+                    s.fired_limit = obs.limit;
+                }
                 let since = next.or(previous).map_or(now, |s| s.since);
                 match next {
                     Some(s) => {
-                        self.states.insert(slot, (obs.key.clone(), s));
+                        self.states.insert(slot, s);
                     }
                     None => {
                         self.states.remove(&slot);

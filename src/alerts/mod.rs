@@ -8,6 +8,7 @@
 //! row ([`state`]), so they do not flap. The built-in rules ([`rules::defaults`]) apply when
 //! `[[alerts.rules]]` is empty.
 
+pub mod backtest;
 pub mod engine;
 pub mod health;
 pub mod rules;

@@ -298,11 +298,19 @@ impl Rule {
             RuleKind::Spike => {
                 let factor = c.factor?;
                 let floor = c.floor.unwrap_or(0.0);
-                let rate = rate_over(minutes(c.window, 15 * 60));
+                let short = minutes(c.window, 15 * 60);
+                let recent = inputs.windows.counts(&key, short, inputs.now);
+                let rate = kind.of(&recent);
                 if rate.denominator == 0 {
                     return None;
                 }
-                let baseline = rate_over(minutes(c.baseline_window, 24 * 3600));
+                // The baseline is the long window *before* the short one: an incident must not
+                // raise its own bar (a sustained block would otherwise resolve itself).
+                let long =
+                    inputs
+                        .windows
+                        .counts(&key, minutes(c.baseline_window, 24 * 3600), inputs.now);
+                let baseline = kind.of(&long.minus(&recent));
                 let base = baseline.value().unwrap_or(0.0);
                 let limit = (factor * base).max(floor);
                 let lower = lower_bound(rate, inputs.confidence).unwrap_or(0.0);
@@ -342,7 +350,11 @@ impl Rule {
                         value: long_burn,
                         limit: pair.factor,
                         breaching,
+                        // Clean only once the long window itself is back under the factor: the
+                        // short window holds few events, and its noise alone must not resolve
+                        // a budget still burning (that made the alert flap).
                         clean: !breaching
+                            && long.value().unwrap_or(0.0) / objective <= pair.factor
                             && c.recovery.is_none_or(|r| long.value().unwrap_or(0.0) < r),
                     };
                     let score = long_burn.min(short_burn) / pair.factor;

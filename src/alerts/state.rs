@@ -31,7 +31,7 @@ pub enum Notice {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
     pub phase: Phase,
     /// When the current phase began (Unix seconds): the breach start while pending, the
@@ -41,6 +41,10 @@ pub struct AlertState {
     pub notified_at: i64,
     /// Clean evaluations in a row while firing.
     pub clean: u32,
+    /// The rule's limit when the alert fired. A spike's limit moves with its baseline, which
+    /// the incident itself raises; the engine judges recovery against this frozen one.
+    #[serde(default)]
+    pub fired_limit: f64,
 }
 
 /// The timing a rule sets.
@@ -67,6 +71,7 @@ pub fn step(
                 since,
                 notified_at: now,
                 clean: 0,
+                fired_limit: 0.0,
             }),
             Some(Notice::Firing),
         )
@@ -80,6 +85,7 @@ pub fn step(
                 since: now,
                 notified_at: 0,
                 clean: 0,
+                fired_limit: 0.0,
             }),
             None,
         ),

@@ -50,6 +50,23 @@ impl Counts {
         c
     }
 
+    /// These counts minus `other`'s, field by field (never below 0): a long window without
+    /// its most recent part.
+    pub fn minus(&self, other: &Counts) -> Counts {
+        Counts {
+            sent: self.sent.saturating_sub(other.sent),
+            open: self.open.saturating_sub(other.open),
+            click: self.click.saturating_sub(other.click),
+            bounce: self.bounce.saturating_sub(other.bounce),
+            hard_bounce: self.hard_bounce.saturating_sub(other.hard_bounce),
+            blocked: self.blocked.saturating_sub(other.blocked),
+            blocked_mailjet: self.blocked_mailjet.saturating_sub(other.blocked_mailjet),
+            spam: self.spam.saturating_sub(other.spam),
+            unsub: self.unsub.saturating_sub(other.unsub),
+            unknown: self.unknown.saturating_sub(other.unknown),
+        }
+    }
+
     pub fn total(&self) -> u64 {
         [
             self.sent,
