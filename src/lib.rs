@@ -16,6 +16,7 @@ pub mod event;
 pub mod http;
 pub mod journal;
 pub mod logging;
+pub mod mailjet;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

@@ -41,6 +41,56 @@ enum Command {
     /// Replay recorded events through the alert rules in event time; prints one JSON line per
     /// incident to stdout and a summary to stderr.
     Backtest(BacktestArgs),
+    /// Mailjet's side: register the event callbacks, or report them.
+    Mailjet {
+        #[command(subcommand)]
+        command: MailjetCommand,
+    },
+    /// Send a test notification through one channel and report exactly what failed.
+    NotifyTest {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `slack`, `email` or `log`.
+        #[arg(long)]
+        channel: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailjetCommand {
+    /// Register one callback per event type (idempotent): creates what is missing, updates
+    /// what differs, never duplicates. Credentials: MAILJET_API_KEY, MAILJET_API_SECRET.
+    Setup {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The webhook URL Mailjet should call; the webhook credentials are added to it.
+        #[arg(long)]
+        url: String,
+        /// Event types, comma-separated (default: all seven).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "sent,open,click,bounce,blocked,spam,unsub"
+        )]
+        events: Vec<String>,
+        /// A backup URL (Mailjet's IsBackup rows).
+        #[arg(long)]
+        backup_url: Option<String>,
+        /// 1: one event per request; 2: grouped arrays.
+        #[arg(long, default_value_t = 2)]
+        version: i64,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Then post a test event to the URL and check that the receiver stored it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print every callback (password masked) and exit non-zero if one is dead or missing.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -81,6 +131,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { config } => check_config(config),
         Command::Backtest(args) => backtest(args),
+        Command::Mailjet { command } => mailjet(command),
+        Command::NotifyTest { config, channel } => notify_test(config, &channel),
     }
 }
 
@@ -122,6 +174,84 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     out.flush().context("cannot write the timeline to stdout")?;
     eprintln!("{}", replay.summary);
     Ok(())
+}
+
+/// A config for the one-shot commands: the file or the defaults, validated.
+fn command_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let config = Config::load(path, &environment())?.config;
+    config.validate()?;
+    Ok(config)
+}
+
+fn one_shot_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn mailjet(command: MailjetCommand) -> anyhow::Result<()> {
+    use bouncewatch::mailjet::commands;
+    let mut out = std::io::stdout().lock();
+    let code = match command {
+        MailjetCommand::Setup {
+            config,
+            url,
+            events,
+            backup_url,
+            version,
+            dry_run,
+            check,
+        } => {
+            let config = command_config(config.as_deref())?;
+            let opts = commands::SetupOptions {
+                url,
+                events,
+                backup_url,
+                version,
+                dry_run,
+                check,
+            };
+            one_shot_runtime()?.block_on(commands::setup(&config, opts, &mut out))?
+        }
+        MailjetCommand::Status { config } => {
+            let config = command_config(config.as_deref())?;
+            one_shot_runtime()?.block_on(commands::status(&config, &mut out))?
+        }
+    };
+    use std::io::Write;
+    out.flush()?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+fn notify_test(path: Option<PathBuf>, channel: &str) -> anyhow::Result<()> {
+    let config = command_config(path.as_deref())?;
+    bouncewatch::logging::init(&config.log);
+    let channels = channels(&config)?;
+    let code = one_shot_runtime()?.block_on(bouncewatch::notify::test_message(&channels, channel));
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// The notification channels the config sets up.
+fn channels(config: &Config) -> anyhow::Result<Channels> {
+    Ok(Channels {
+        email: if config.email.enabled() {
+            Some(EmailSender::new(&config.email, &config.alerts.grafana_url)?)
+        } else {
+            None
+        },
+        slack: if config.slack.enabled() {
+            Some(SlackSender::new(&config.slack, &config.alerts.grafana_url)?)
+        } else {
+            None
+        },
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -184,18 +314,7 @@ async fn run(
 
     // Alerts: the evaluation thread writes the outbox, the notifier task delivers it.
     let wake = Arc::new(tokio::sync::Notify::new());
-    let channels = Arc::new(Channels {
-        email: if config.email.enabled() {
-            Some(EmailSender::new(&config.email, &config.alerts.grafana_url)?)
-        } else {
-            None
-        },
-        slack: if config.slack.enabled() {
-            Some(SlackSender::new(&config.slack, &config.alerts.grafana_url)?)
-        } else {
-            None
-        },
-    });
+    let channels = Arc::new(channels(&config)?);
     let open_outbox = || {
         Outbox::open(data_dir)
             .with_context(|| format!("cannot open {}", data_dir.join("alerts.sqlite3").display()))

@@ -216,3 +216,40 @@ async fn a_notification_in_flight_at_kill9_is_delivered_once_after_restart() {
     assert_eq!(smtp.messages().len(), 1, "delivered exactly once");
     drop(tmp);
 }
+
+/// `notify-test --channel email` delivers a test message, and names wrong SMTP credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_one_mail_or_says_why_not() {
+    let smtp = SmtpServer::start(SmtpOptions {
+        auth: Some(("bw".into(), "smtp-s3cret".into())),
+        ..SmtpOptions::default()
+    });
+    let run = |password: &'static str, port: u16| {
+        let mut cmd = common::command();
+        cmd.args(["notify-test", "--channel", "email"])
+            .env("BOUNCEWATCH_EMAIL_SMTP_HOST", "127.0.0.1")
+            .env("BOUNCEWATCH_EMAIL_SMTP_PORT", port.to_string())
+            .env("BOUNCEWATCH_EMAIL_TLS", "none")
+            .env("BOUNCEWATCH_EMAIL_USERNAME", "bw")
+            .env("BOUNCEWATCH_EMAIL_PASSWORD", password)
+            .env("BOUNCEWATCH_EMAIL_FROM", "bouncewatch <alerts@example.com>")
+            .env("BOUNCEWATCH_EMAIL_TO", "oncall@example.com");
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let ok = run("smtp-s3cret", smtp.port).await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let mails = smtp.wait_messages(1, Duration::from_secs(5));
+    assert!(mails[0].header("Subject").unwrap().contains("notify-test"));
+
+    let bad = run("wrong", smtp.port).await.unwrap();
+    let out = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAILED (permanent") && out.contains("535"),
+        "{out}"
+    );
+}

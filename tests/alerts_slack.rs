@@ -193,3 +193,37 @@ async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
         "a permanent error is not retried"
     );
 }
+
+/// `notify-test` reports delivery, and names a refused token as a permanent failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_says_what_failed() {
+    let slack = FakeSlack::start().await;
+    let run = |token: &'static str, api: String| {
+        let mut cmd = common::command();
+        cmd.args(["notify-test", "--channel", "slack"])
+            .env("BOUNCEWATCH_SLACK_TOKEN", token)
+            .env("BOUNCEWATCH_SLACK_CHANNEL", "#alerts")
+            .env("BOUNCEWATCH_SLACK_API_URL", api);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let ok = run("xoxb-test", slack.api_url()).await.unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("slack: delivered"), "{out}");
+    assert_eq!(slack.received().len(), 1);
+
+    let bad = run("xoxb-wrong", slack.api_url()).await.unwrap();
+    let out = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED (permanent"), "{out}");
+    assert!(out.contains("invalid_auth"), "{out}");
+    assert!(!out.contains("xoxb-wrong"), "{out}");
+
+    let mut cmd = common::command();
+    cmd.args(["notify-test", "--channel", "email"]);
+    let none = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("not configured"));
+}

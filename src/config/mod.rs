@@ -17,6 +17,7 @@ use crate::alerts::AlertsConfig;
 use crate::http::{ApiConfig, ServerConfig, TlsConfig, WebhookConfig};
 use crate::journal::JournalConfig;
 use crate::logging::LogConfig;
+use crate::mailjet::MailjetConfig;
 use crate::metrics::MetricsConfig;
 use crate::notify::email::EmailConfig;
 use crate::notify::slack::SlackConfig;
@@ -45,6 +46,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub email: EmailConfig,
     pub slack: SlackConfig,
+    pub mailjet: MailjetConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,7 @@ impl Config {
         self.alerts.validate()?;
         self.email.validate()?;
         self.slack.validate()?;
+        self.mailjet.validate()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -147,6 +150,7 @@ impl Config {
             &mut c.email.password,
             &mut c.slack.token,
             &mut c.slack.webhook_url,
+            &mut c.mailjet.api_secret,
         ] {
             if !secret.is_empty() {
                 *secret = MASK.to_string();

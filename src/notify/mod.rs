@@ -129,6 +129,51 @@ impl Channels {
     }
 }
 
+/// `bouncewatch notify-test`: sends a test message through `channel` and prints what happened;
+/// returns the exit code (0 delivered, 1 failed, 2 no such channel).
+pub async fn test_message(channels: &Channels, channel: &str) -> i32 {
+    if !channels.names().contains(&channel) {
+        eprintln!(
+            "notify-test: channel {channel:?} is not configured; configured: {}",
+            channels.names().join(", ")
+        );
+        return 2;
+    }
+    let now = crate::journal::now_ms() / 1000;
+    let n = Notification {
+        rule: "notify-test".into(),
+        kind: crate::alerts::rules::RuleKind::Webhook,
+        rate: None,
+        signal: None,
+        severity: crate::alerts::Severity::Warning,
+        channels: vec![channel.to_string()],
+        notice: Notice::Firing,
+        at: now,
+        alerts: Vec::new(),
+        more: 0,
+        reasons: Vec::new(),
+        window_minutes: 5,
+    };
+    match channels.send(channel, &n, None).await {
+        Ok(_) => {
+            println!("notify-test: {channel}: delivered");
+            0
+        }
+        Err(e) => {
+            let kind = if e.permanent {
+                "permanent: fix the configuration"
+            } else {
+                "transient: retrying may work"
+            };
+            println!("notify-test: {channel}: FAILED ({kind}): {}", e.message);
+            if let Some(after) = e.retry_after {
+                println!("notify-test: {channel}: the channel asks to wait {after:?}");
+            }
+            1
+        }
+    }
+}
+
 /// The log channel: the whole message as one log line (at `warn` while firing).
 fn log(n: &Notification) {
     let text = message::text(n, "");

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod mailjet_api;
 pub mod slack;
 pub mod smtp;
 pub mod vm;

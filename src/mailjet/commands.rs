@@ -1,0 +1,308 @@
+//! The `bouncewatch mailjet ...` commands, as library functions that print to a writer and
+//! return the process's exit code: `main` only parses arguments and calls them.
+
+use std::io::Write;
+
+use super::client::{Callback, MailjetClient};
+use super::setup::{self, Action, Desired, EVENT_TYPES};
+use crate::config::Config;
+
+/// `mailjet setup` options.
+pub struct SetupOptions {
+    pub url: String,
+    pub events: Vec<String>,
+    pub backup_url: Option<String>,
+    pub version: i64,
+    pub dry_run: bool,
+    /// Post a test event to `url` afterwards and check the receiver stored it.
+    pub check: bool,
+}
+
+fn client(config: &Config) -> anyhow::Result<MailjetClient> {
+    match config.mailjet.client() {
+        Some(c) => Ok(c?),
+        None => anyhow::bail!(
+            "no Mailjet API credentials: set MAILJET_API_KEY and MAILJET_API_SECRET (or mailjet.api_key / mailjet.api_secret)"
+        ),
+    }
+}
+
+/// The URL Mailjet should call, with this config's webhook credentials in it.
+fn callback_url(config: &Config, public: &str) -> anyhow::Result<String> {
+    let w = &config.webhook;
+    setup::url_with_credentials(public, &w.username, &w.password, &w.token)
+        .map_err(|e| anyhow::anyhow!("--url: {e}"))
+}
+
+/// Registers the callbacks; returns the exit code.
+pub async fn setup(
+    config: &Config,
+    opts: SetupOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<i32> {
+    for e in &opts.events {
+        if !EVENT_TYPES.contains(&e.as_str()) {
+            anyhow::bail!(
+                "--events: {e:?} is not a Mailjet event type; use {}",
+                EVENT_TYPES.join(",")
+            );
+        }
+    }
+    if !matches!(opts.version, 1 | 2) {
+        anyhow::bail!("--version must be 1 (one event per request) or 2 (grouped)");
+    }
+    let url = callback_url(config, &opts.url)?;
+    let backup = opts
+        .backup_url
+        .as_deref()
+        .map(|b| callback_url(config, b))
+        .transpose()?;
+    if !opts.events.iter().any(|e| e == "sent") {
+        writeln!(
+            out,
+            "warning: `sent` is not registered: bounce, block and spam rates cannot be computed without it"
+        )?;
+    }
+    let client = client(config)?;
+    let existing = client.list().await?;
+    let plan = setup::plan(
+        &existing,
+        &Desired {
+            events: &opts.events,
+            url: &url,
+            backup_url: backup.as_deref(),
+            version: opts.version,
+        },
+    );
+    let mut changed = 0;
+    for action in &plan {
+        let line = describe(action);
+        if opts.dry_run {
+            writeln!(out, "would {line}")?;
+            continue;
+        }
+        match action {
+            Action::Keep { .. } => {}
+            Action::Create {
+                event_type,
+                is_backup,
+                url,
+                version,
+            } => {
+                client
+                    .create(&Callback {
+                        id: 0,
+                        api_key_id: 0,
+                        event_type: event_type.clone(),
+                        is_backup: *is_backup,
+                        status: String::new(),
+                        url: url.clone(),
+                        version: *version,
+                    })
+                    .await?;
+                changed += 1;
+            }
+            Action::Update { id, changes, .. } => {
+                client.update(*id, changes.clone()).await?;
+                changed += 1;
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    if opts.dry_run {
+        writeln!(out, "dry run: nothing changed")?;
+    } else {
+        writeln!(out, "{changed} callback(s) changed")?;
+    }
+    if opts.check && !opts.dry_run {
+        return self_test(&url, out).await;
+    }
+    Ok(0)
+}
+
+fn describe(a: &Action) -> String {
+    let which = |event_type: &str, backup: bool| {
+        if backup {
+            format!("{event_type} (backup)")
+        } else {
+            event_type.to_string()
+        }
+    };
+    match a {
+        Action::Create {
+            event_type,
+            is_backup,
+            url,
+            version,
+        } => format!(
+            "create {} -> {} (Version {version})",
+            which(event_type, *is_backup),
+            setup::mask_url(url)
+        ),
+        Action::Update {
+            id,
+            event_type,
+            is_backup,
+            changes,
+        } => {
+            let fields: Vec<String> = changes
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| match v.as_str() {
+                            Some(s) if k == "Url" => format!("Url = {}", setup::mask_url(s)),
+                            _ => format!("{k} = {v}"),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "update {} (ID {id}): {}",
+                which(event_type, *is_backup),
+                fields.join(", ")
+            )
+        }
+        Action::Keep {
+            id,
+            event_type,
+            is_backup,
+        } => format!("keep {} (ID {id})", which(event_type, *is_backup)),
+    }
+}
+
+/// Posts a test event to the callback URL as Mailjet would, and reads the answer.
+async fn self_test(url: &str, out: &mut impl Write) -> anyhow::Result<i32> {
+    let id = crate::journal::now_ms() as u64 * 1000 + u64::from(std::process::id() % 1000);
+    let body = format!(
+        r#"{{"event":"bouncewatch_check","time":{},"MessageID":{id},"email":"setup-check@bouncewatch.invalid","CustomID":"bouncewatch-setup-check"}}"#,
+        crate::journal::now_ms() / 1000
+    );
+    let parsed = url::Url::parse(url)?;
+    let mut plain = parsed.clone();
+    let _ = plain.set_username("");
+    let _ = plain.set_password(None);
+    let mut req = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()?
+        .post(plain.as_str())
+        .header("Content-Type", "application/json")
+        .body(body);
+    if !parsed.username().is_empty() {
+        let password = parsed.password().map(percent_decode);
+        req = req.basic_auth(percent_decode(parsed.username()), password);
+    }
+    let masked = setup::mask_url(url);
+    match req.send().await {
+        Err(e) => {
+            writeln!(out, "check FAILED: {masked} is unreachable: {e}")?;
+            Ok(3)
+        }
+        Ok(r) if r.status().as_u16() == 401 => {
+            writeln!(
+                out,
+                "check FAILED: {masked} refused the credentials (401): webhook.username/password or webhook.token differ from the receiver's"
+            )?;
+            Ok(4)
+        }
+        Ok(r) if r.status().as_u16() != 200 => {
+            let status = r.status();
+            let text: String = r
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            writeln!(
+                out,
+                "check FAILED: {masked} answered {status}, not 200; Mailjet retries anything else: {text}"
+            )?;
+            Ok(5)
+        }
+        Ok(r) => {
+            let text = r.text().await.unwrap_or_default();
+            let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let stored =
+                answer["stored"].as_u64().unwrap_or(0) + answer["duplicates"].as_u64().unwrap_or(0);
+            if stored >= 1 {
+                writeln!(out, "check passed: {masked} stored a test event")?;
+                Ok(0)
+            } else {
+                writeln!(
+                    out,
+                    "check FAILED: {masked} answered 200 but did not store the test event ({answer}); is it bouncewatch?"
+                )?;
+                Ok(5)
+            }
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(h, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Prints every callback; returns 0 only when all seven types are registered and alive.
+pub async fn status(config: &Config, out: &mut impl Write) -> anyhow::Result<i32> {
+    let client = client(config)?;
+    let rows = client.list().await?;
+    writeln!(
+        out,
+        "{:<8} {:<7} {:<6} {:<7} url",
+        "event", "version", "backup", "status"
+    )?;
+    let mut sorted = rows.clone();
+    sorted.sort_by_key(|c| {
+        (
+            EVENT_TYPES
+                .iter()
+                .position(|e| c.event_type.eq_ignore_ascii_case(e))
+                .unwrap_or(99),
+            c.is_backup,
+        )
+    });
+    for c in &sorted {
+        writeln!(
+            out,
+            "{:<8} {:<7} {:<6} {:<7} {}",
+            c.event_type,
+            c.version,
+            if c.is_backup { "yes" } else { "no" },
+            c.status,
+            setup::mask_url(&c.url)
+        )?;
+    }
+    let expected =
+        (!config.mailjet.public_url.is_empty()).then_some(config.mailjet.public_url.as_str());
+    let problems = setup::problems(&rows, expected);
+    if problems.any() {
+        writeln!(out, "problems: {}", problems.describe())?;
+        writeln!(
+            out,
+            "to repair: bouncewatch mailjet setup --url URL (updating a dead callback's URL reactivates it)"
+        )?;
+        Ok(1)
+    } else {
+        writeln!(
+            out,
+            "all {} event types registered and alive",
+            EVENT_TYPES.len()
+        )?;
+        Ok(0)
+    }
+}
