@@ -319,6 +319,26 @@ async fn run(
         Outbox::open(data_dir)
             .with_context(|| format!("cannot open {}", data_dir.join("alerts.sqlite3").display()))
     };
+    // The Mailjet watch, when API credentials are configured.
+    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mailjet = match config.mailjet.client() {
+        Some(client) => {
+            let client = client.context("cannot set up the Mailjet API client")?;
+            let shared = bouncewatch::mailjet::watch::Shared::default();
+            metrics.attach_mailjet(shared.clone());
+            tokio::spawn(bouncewatch::mailjet::watch::run(
+                client,
+                config.mailjet.clone(),
+                shared.clone(),
+                async {
+                    let _ = watch_stopped.await;
+                },
+            ));
+            tracing::info!(every = %config.mailjet.poll_interval, "watching Mailjet's callbacks");
+            Some(shared)
+        }
+        None => None,
+    };
     let alert_loop = AlertLoop::start(Parts {
         engine: config.alerts.engine()?,
         outbox: open_outbox()?,
@@ -327,6 +347,7 @@ async fn run(
         metrics: metrics.clone(),
         wake: wake.clone(),
         interval: config.alerts.interval.0,
+        mailjet,
     })
     .context("cannot start the alerts thread")?;
     tracing::info!(channels = ?channels.names(), "alerting");
@@ -379,6 +400,7 @@ async fn run(
     };
     // The journal first (it answers the last requests), then the pipeline, which counts what
     // the journal holds and saves its snapshot.
+    let _ = stop_watch.send(());
     let _ = stop_notifier.send(());
     let _ = notifier.await;
     tokio::task::spawn_blocking(move || {

@@ -254,3 +254,98 @@ async fn setup_warns_without_sent_and_its_check_tells_failures_apart() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(text(&out).contains("not 200"), "{}", text(&out));
 }
+
+/// `serve` with Mailjet credentials watches the callbacks: a callback turning dead raises the
+/// `mailjet-callbacks` alert (here through the log channel) and the gauge drops to 0; alive
+/// again, the alert resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_alerts_when_a_callback_dies_and_resolves_when_it_lives() {
+    let fake = FakeMailjet::start(KEY, SECRET).await;
+    let public = "https://bw.example.com/webhooks/mailjet";
+    for e in common::mailjet_api::EVENT_TYPES {
+        fake.insert(Callback {
+            version: 2,
+            ..Callback::new(
+                e,
+                &format!("https://mailjet:{PASSWORD}@bw.example.com/webhooks/mailjet"),
+            )
+        });
+    }
+    let server = Server::start_with(
+        common::Options::default()
+            .env("MAILJET_API_KEY", KEY)
+            .env("MAILJET_API_SECRET", SECRET)
+            .env("BOUNCEWATCH_MAILJET_API_URL", &fake.base_url())
+            .env("BOUNCEWATCH_MAILJET_PUBLIC_URL", public)
+            .env("BOUNCEWATCH_MAILJET_POLL_INTERVAL", "1s")
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s")
+            .env("BOUNCEWATCH_ALERTS_CLEAR_AFTER", "2"),
+    );
+    let gauge = r#"bouncewatch_mailjet_callback_alive{backup="false",event_type="bounce"}"#;
+    let alert_line = |notice: &str| {
+        let notice = notice.to_string();
+        move |l: &String| {
+            l.contains(r#""message":"alert""#)
+                && l.contains(r#""rule":"mailjet-callbacks""#)
+                && l.contains(&notice)
+        }
+    };
+    wait(&server, "the gauge at 1", async |s| {
+        s.get_text("/metrics").await.contains(&format!("{gauge} 1"))
+    })
+    .await;
+    assert!(
+        !server.logs().iter().any(alert_line("")),
+        "all alive: no alert"
+    );
+
+    let bounce = fake
+        .callbacks()
+        .into_iter()
+        .find(|c| c.event_type == "bounce")
+        .unwrap();
+    fake.set_status(bounce.id, "dead");
+    wait(&server, "the alert", async |s| {
+        s.logs().iter().any(alert_line("dead: bounce"))
+    })
+    .await;
+    assert!(
+        server
+            .get_text("/metrics")
+            .await
+            .contains(&format!("{gauge} 0"))
+    );
+    let line = server
+        .logs()
+        .into_iter()
+        .find(alert_line("dead: bounce"))
+        .unwrap();
+    assert!(
+        line.contains("bouncewatch mailjet setup"),
+        "says how to repair: {line}"
+    );
+    assert!(line.contains(r#""level":"WARN""#), "{line}");
+
+    fake.set_status(bounce.id, "alive");
+    wait(&server, "the resolution", async |s| {
+        s.logs().iter().any(alert_line(r#""notice":"resolved""#))
+    })
+    .await;
+    assert!(
+        !server.logs().join("\n").contains(SECRET),
+        "the API secret leaked"
+    );
+}
+
+/// Polls `check` for up to 15 s.
+async fn wait(server: &Server, what: &str, mut check: impl AsyncFnMut(&Server) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check(server).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            server.logs().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -103,10 +103,12 @@ async fn store_with_traffic() -> (VictoriaMetrics, Server) {
     (vm, server)
 }
 
-/// Every name a signal shows up under in PromQL.
+/// Every name a signal shows up under in PromQL; the Mailjet watch's gauge only exists while
+/// `serve` has Mailjet API credentials, which these tests do not give it.
 fn expected_names() -> BTreeSet<String> {
     names::ALL
         .iter()
+        .filter(|s| s.name != names::MAILJET_CALLBACK_ALIVE.name)
         .flat_map(|s| match s.kind {
             Kind::Histogram => ["_bucket", "_sum", "_count"]
                 .iter()

@@ -161,6 +161,7 @@ impl Engine {
                 limit: 0.0,
                 breaching: false,
                 clean: true,
+                detail: None,
             }));
             let timing = Timing {
                 for_secs: rule.for_secs,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 const KEEP_SECS: i64 = 24 * 3600;
 
 /// One reading of the receiver's counters and gauges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HealthSample {
     /// Unix seconds.
     pub at: i64,
@@ -32,6 +32,10 @@ pub struct HealthSample {
     /// p99 of the delay of events received in the last 5 minutes, in seconds.
     pub delay_p99: Option<f64>,
     pub pipeline_lag: i64,
+    /// What Mailjet last said about the callbacks (when `serve` watches them): the number of
+    /// problems and their description. `None` while not watched or not yet asked.
+    #[serde(default)]
+    pub callbacks: Option<(u32, String)>,
 }
 
 #[derive(Debug, Default)]

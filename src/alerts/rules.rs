@@ -134,6 +134,9 @@ pub enum WebhookSignal {
     DelayP99,
     /// Pipeline lag above `threshold` events and higher than `window` ago.
     PipelineLag,
+    /// Mailjet's callbacks (watched by `serve` with API credentials): more than `threshold`
+    /// dead, missing or pointing elsewhere.
+    MailjetCallbacks,
 }
 
 impl WebhookSignal {
@@ -147,6 +150,7 @@ impl WebhookSignal {
             WebhookSignal::CommitFailures => "commit_failures",
             WebhookSignal::DelayP99 => "delay_p99",
             WebhookSignal::PipelineLag => "pipeline_lag",
+            WebhookSignal::MailjetCallbacks => "mailjet_callbacks",
         }
     }
 }
@@ -172,6 +176,9 @@ pub struct Observation {
     pub breaching: bool,
     /// Counts towards resolving a firing alert.
     pub clean: bool,
+    /// What the number stands for, when it is more than a number (which callbacks are dead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A rule, checked and ready to evaluate.
@@ -293,6 +300,7 @@ impl Rule {
                     limit: threshold,
                     breaching,
                     clean: self.clean(rate, breaching),
+                    detail: None,
                 })
             }
             RuleKind::Spike => {
@@ -324,6 +332,7 @@ impl Rule {
                     limit,
                     breaching,
                     clean: self.clean(rate, breaching),
+                    detail: None,
                 })
             }
             RuleKind::BurnRate => {
@@ -356,6 +365,7 @@ impl Rule {
                         clean: !breaching
                             && long.value().unwrap_or(0.0) / objective <= pair.factor
                             && c.recovery.is_none_or(|r| long.value().unwrap_or(0.0) < r),
+                        detail: None,
                     };
                     let score = long_burn.min(short_burn) / pair.factor;
                     let better = match &best {
@@ -390,6 +400,7 @@ impl Rule {
         let window = minutes(c.window, 15 * 60) as i64 * 60;
         let h = inputs.health;
         let latest: &HealthSample = h.latest()?;
+        let mut detail = None;
         let (value, breaching) = match signal {
             WebhookSignal::NoEvents => {
                 let silent = if latest.last_event_ms > 0 {
@@ -428,6 +439,13 @@ impl Rule {
                 let p99 = latest.delay_p99.unwrap_or(0.0);
                 (p99, p99 > limit)
             }
+            WebhookSignal::MailjetCallbacks => match &latest.callbacks {
+                Some((n, what)) => {
+                    detail = Some(what.clone());
+                    (f64::from(*n), f64::from(*n) > limit)
+                }
+                None => (0.0, false),
+            },
             WebhookSignal::PipelineLag => {
                 let lag = latest.pipeline_lag as f64;
                 let before = h.at_or_before(inputs.now - window).map(|s| s.pipeline_lag);
@@ -444,6 +462,7 @@ impl Rule {
             limit,
             breaching,
             clean: !breaching,
+            detail,
         })
     }
 }
@@ -577,6 +596,14 @@ pub fn defaults() -> Vec<RuleConfig> {
             5,
             600.0,
             Severity::Warning,
+        ),
+        // Mailjet suspends a callback that kept failing; only its API tells.
+        webhook(
+            "mailjet-callbacks",
+            WebhookSignal::MailjetCallbacks,
+            5,
+            0.0,
+            Severity::Critical,
         ),
         webhook(
             "pipeline-stalled",

@@ -30,6 +30,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
     pub interval: Duration,
+    /// What the Mailjet watch last found, when it runs.
+    pub mailjet: Option<crate::mailjet::watch::Shared>,
 }
 
 impl AlertLoop {
@@ -72,6 +74,12 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
         let now_ms = crate::journal::now_ms();
         let now = now_ms / 1000;
         let mut sample = p.metrics.health_sample(now);
+        if let Some(m) = &p.mailjet {
+            let w = m.lock().unwrap_or_else(|e| e.into_inner());
+            if w.checked_ms > 0 {
+                sample.callbacks = Some((w.problems.count() as u32, w.problems.describe()));
+            }
+        }
         let notifications = {
             let windows = p.windows.windows.lock().unwrap_or_else(|e| e.into_inner());
             sample.events_24h = windows.counts(&Key::Global, 24 * 60, now).total();

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod commands;
 pub mod setup;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,10 +79,11 @@ impl MailjetConfig {
                 ),
             });
         }
-        if self.poll_interval.0.as_secs() < 10 {
+        if self.poll_interval.0.as_secs() < 1 {
             return Err(ConfigError::Invalid {
                 key: "mailjet.poll_interval",
-                message: "must be at least 10s (Mailjet rate-limits its API)".into(),
+                message: "must be at least 1s; minutes are plenty (Mailjet rate-limits its API)"
+                    .into(),
             });
         }
         Ok(())

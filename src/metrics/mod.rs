@@ -120,6 +120,8 @@ struct State {
     counters: Counters,
     campaigns: Mutex<CampaignCounters>,
     delays: Mutex<RecentDelays>,
+    /// The Mailjet watch's last answer, once `serve` watches Mailjet.
+    mailjet: OnceLock<crate::mailjet::watch::Shared>,
     /// `(rule, severity, firing)` as of the last evaluation.
     firing: Mutex<Vec<(String, &'static str, u64)>>,
     windows: OnceLock<WindowsSource>,
@@ -223,6 +225,7 @@ impl Metrics {
             campaigns: Mutex::new(CampaignCounters::new(config.top_campaigns)),
             delays: Mutex::new(RecentDelays::default()),
             firing: Mutex::new(Vec::new()),
+            mailjet: OnceLock::new(),
             windows: OnceLock::new(),
         });
         register_observers(&meter, &state);
@@ -289,6 +292,11 @@ impl Metrics {
     /// The alert engine's firing count per rule, after each evaluation.
     pub fn alerts_firing(&self, per_rule: Vec<(String, &'static str, u64)>) {
         *self.state.firing.lock().unwrap_or_else(|p| p.into_inner()) = per_rule;
+    }
+
+    /// Lets `bouncewatch_mailjet_callback_alive` read the Mailjet watch.
+    pub fn attach_mailjet(&self, shared: crate::mailjet::watch::Shared) {
+        let _ = self.state.mailjet.set(shared);
     }
 
     /// Notifications a silence suppressed.
@@ -393,6 +401,7 @@ impl Metrics {
             events_24h: 0,
             delay_p99: self.event_delay_summary(5).map(|d| d.p99_seconds),
             pipeline_lag: (seq(&c.journal_seq) - seq(&c.pipeline_seq)).max(0),
+            callbacks: None,
         }
     }
 
@@ -484,6 +493,27 @@ fn register_observers(meter: &Meter, state: &Arc<State>) {
     counter(&EVENTS_LATE, |c| get(&c.late));
     counter(&EVENTS_CLAMPED, |c| get(&c.clamped));
     counter(&ALERTS_SILENCED, |c| get(&c.silenced));
+    let st = state.clone();
+    meter
+        .u64_observable_gauge(MAILJET_CALLBACK_ALIVE.instrument())
+        .with_description(MAILJET_CALLBACK_ALIVE.help)
+        .with_callback(move |o| {
+            let Some(shared) = st.mailjet.get() else {
+                return;
+            };
+            let w = shared.lock().unwrap_or_else(|p| p.into_inner());
+            for c in &w.rows {
+                let alive = u64::from(c.status.eq_ignore_ascii_case("alive"));
+                o.observe(
+                    alive,
+                    &[
+                        KeyValue::new("event_type", c.event_type.clone()),
+                        KeyValue::new("backup", c.is_backup.to_string()),
+                    ],
+                );
+            }
+        })
+        .build();
     let st = state.clone();
     meter
         .u64_observable_gauge(ALERTS_FIRING.instrument())

@@ -230,6 +230,13 @@ pub const ALERTS_SILENCED: Signal = Signal {
     labels: &[],
 };
 
+pub const MAILJET_CALLBACK_ALIVE: Signal = Signal {
+    name: "bouncewatch_mailjet_callback_alive",
+    help: "Mailjet's view of each callback: 1 alive, 0 dead (suspended). Only while serve watches Mailjet (API credentials set).",
+    kind: Kind::Gauge,
+    labels: &["event_type", "backup"],
+};
+
 pub const EVENTS_LATE: Signal = Signal {
     name: "bouncewatch_events_late_total",
     help: "Events older than the longest window when counted: in the totals only.",
@@ -272,6 +279,7 @@ pub const ALL: &[Signal] = &[
     WINDOW_REASONS,
     ALERTS_FIRING,
     ALERTS_SILENCED,
+    MAILJET_CALLBACK_ALIVE,
     EVENTS_LATE,
     EVENTS_CLAMPED,
 ];

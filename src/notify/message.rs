@@ -129,6 +129,10 @@ pub fn alert_text(n: &Notification, a: &AlertLine) -> String {
                 Some(WebhookSignal::PipelineLag) => {
                     format!("pipeline {} events behind and growing", o.value)
                 }
+                Some(WebhookSignal::MailjetCallbacks) => format!(
+                    "Mailjet callbacks: {}",
+                    o.detail.as_deref().unwrap_or("problems")
+                ),
                 None => format!("{}", o.value),
             };
             format!("{what} (limit {})", o.limit)
@@ -157,6 +161,9 @@ pub fn advice(n: &Notification) -> Option<&'static str> {
         }
         WebhookSignal::DelayP99 => "Mailjet has been retrying: the endpoint was failing or slow.",
         WebhookSignal::PipelineLag => "The pipeline thread is not keeping up; see the logs.",
+        WebhookSignal::MailjetCallbacks => {
+            "Mailjet no longer posts these events here. Run `bouncewatch mailjet setup --url <this webhook URL>`: updating a suspended callback's URL reactivates it, and missing ones are registered."
+        }
     })
 }
 
