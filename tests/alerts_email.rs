@@ -9,30 +9,9 @@ use std::time::Duration;
 use common::smtp::{SmtpOptions, SmtpServer};
 use common::{Options, Server};
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// `sent` sends and `hard` hard bounces at Gmail, for campaign 77, stamped now.
+/// `sent` sends and `hard` hard bounces at Gmail, stamped now, ids from `first_id`.
 fn traffic(first_id: u64, sent: usize, hard: usize) -> String {
-    let t = now();
-    let mut events = Vec::new();
-    for i in 0..sent {
-        events.push(format!(
-            r#"{{"event":"sent","time":{t},"MessageID":{},"email":"s{i}@gmail.com","mj_campaign_id":77}}"#,
-            first_id + i as u64
-        ));
-    }
-    for i in 0..hard {
-        events.push(format!(
-            r#"{{"event":"bounce","time":{t},"MessageID":{},"email":"h{i}@gmail.com","mj_campaign_id":77,"hard_bounce":true,"error_related_to":"recipient","error":"user unknown"}}"#,
-            first_id + 10_000 + i as u64
-        ));
-    }
-    format!("[{}]", events.join(","))
+    common::gmail_hard_bounces(first_id, sent, hard, 77)
 }
 
 fn options(smtp: &SmtpServer) -> Options {

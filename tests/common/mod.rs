@@ -38,6 +38,35 @@ pub fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
+/// The wall clock, Unix seconds: events "happening now".
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// A Version 2 batch: `sent` sends and `hard` hard bounces (user unknown) at Gmail for
+/// `campaign`, stamped now, with MessageIDs counting up from `first_id`.
+pub fn gmail_hard_bounces(first_id: u64, sent: usize, hard: usize, campaign: u64) -> String {
+    let t = now();
+    let events: Vec<String> = (0..sent + hard)
+        .map(|i| {
+            let id = first_id + i as u64;
+            if i < sent {
+                format!(
+                    r#"{{"event":"sent","time":{t},"MessageID":{id},"email":"s{i}@gmail.com","mj_campaign_id":{campaign}}}"#
+                )
+            } else {
+                format!(
+                    r#"{{"event":"bounce","time":{t},"MessageID":{id},"email":"h{i}@gmail.com","mj_campaign_id":{campaign},"hard_bounce":true,"error_related_to":"recipient","error":"user unknown"}}"#
+                )
+            }
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
 /// An HTTP client for tests; installs the process's rustls provider once.
 pub fn client() -> reqwest::Client {
     static INIT: Once = Once::new();
