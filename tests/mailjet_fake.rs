@@ -4,8 +4,9 @@
 //! The harness is included by path rather than through `mod common`, so that this test does
 //! not build (or depend on) the rest of the harness.
 
-#[path = "common/mailjet_api.rs"]
-mod mailjet_api;
+mod common;
+
+use common::mailjet_api;
 
 use std::sync::Once;
 use std::time::Duration;

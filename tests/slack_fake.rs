@@ -4,8 +4,9 @@
 //! The harness is included by path rather than through `mod common`, so that this test does
 //! not build (or depend on) the rest of the harness.
 
-#[path = "common/slack.rs"]
-mod slack;
+mod common;
+
+use common::slack;
 
 use std::sync::Once;
 use std::time::Duration;

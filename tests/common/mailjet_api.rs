@@ -32,9 +32,9 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::proxy::{ProxiedListener, lock};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -42,7 +42,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -359,52 +358,6 @@ impl Shared {
             return false;
         };
         decoded.split_once(':') == Some((self.api_key.as_str(), self.secret.as_str()))
-    }
-}
-
-/// Locks, ignoring poisoning: a test that panicked mid-update leaves state that is still worth
-/// reporting.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Accepts TCP connections and hands axum one end of an in-memory pipe for each, copying
-/// bytes between the two in a task of its own.
-///
-/// `axum::serve` runs every connection in a detached task, so nothing could otherwise close a
-/// connection whose request is parked by [`Failure::Hang`]. Aborting the copying tasks closes
-/// the sockets, which is what a client sees when Mailjet goes away.
-struct ProxiedListener {
-    inner: TcpListener,
-    connections: Arc<Mutex<JoinSet<()>>>,
-}
-
-impl axum::serve::Listener for ProxiedListener {
-    type Io = DuplexStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((mut socket, addr)) => {
-                    let _ = socket.set_nodelay(true);
-                    let (served, mut proxied) = tokio::io::duplex(64 * 1024);
-                    let mut connections = lock(&self.connections);
-                    while connections.try_join_next().is_some() {}
-                    connections.spawn(async move {
-                        // Ends when either side closes; a reset by the client is no error here.
-                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut proxied).await;
-                    });
-                    return (served, addr);
-                }
-                // Such as running out of file descriptors: wait, as axum's own listener does.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod mailjet_api;
+pub mod proxy;
 pub mod slack;
 pub mod smtp;
 pub mod vm;

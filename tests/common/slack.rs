@@ -22,16 +22,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::proxy::{ProxiedListener, lock};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -260,52 +260,6 @@ impl Drop for FakeSlack {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, SlackState> {
         lock(&self.state)
-    }
-}
-
-/// Locks, ignoring poisoning: a test that panicked mid-update leaves state that is still worth
-/// reporting.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Accepts TCP connections and hands axum one end of an in-memory pipe for each, copying
-/// bytes between the two in a task of its own.
-///
-/// `axum::serve` runs every connection in a detached task, so nothing could otherwise close a
-/// connection whose request is parked by [`Failure::Hang`]. Aborting the copying tasks closes
-/// the sockets, which is what a sender sees when Slack goes away.
-struct ProxiedListener {
-    inner: TcpListener,
-    connections: Arc<Mutex<JoinSet<()>>>,
-}
-
-impl axum::serve::Listener for ProxiedListener {
-    type Io = DuplexStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((mut socket, addr)) => {
-                    let _ = socket.set_nodelay(true);
-                    let (served, mut proxied) = tokio::io::duplex(64 * 1024);
-                    let mut connections = lock(&self.connections);
-                    while connections.try_join_next().is_some() {}
-                    connections.spawn(async move {
-                        // Ends when either side closes; a reset by the client is no error here.
-                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut proxied).await;
-                    });
-                    return (served, addr);
-                }
-                // Such as running out of file descriptors: wait, as axum's own listener does.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 
