@@ -13,7 +13,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bouncewatch::alerts::rules::{self, GroupBy, RuleConfig, RuleKind};
+use bouncewatch::alerts::defaults;
+use bouncewatch::alerts::rules::{GroupBy, RuleConfig, RuleKind};
 use bouncewatch::alerts::{AlertsConfig, Engine, HealthSample};
 use bouncewatch::config::units::DurationText;
 use bouncewatch::event::parse_event;
@@ -94,12 +95,12 @@ fn engine() -> Engine {
         window: Some(DurationText::from_secs(3600)),
         threshold: Some(0.02),
         min_volume: Some(50),
-        ..rules::defaults()
+        ..defaults::defaults()
             .into_iter()
             .find(|r| r.name == "hard-bounce-rate")
             .expect("built-in hard-bounce-rate")
     };
-    let mut rules = rules::defaults();
+    let mut rules = defaults::defaults();
     rules.push(threshold("campaign-hard-bounce", vec![GroupBy::Campaign]));
     rules.push(threshold(
         "campaign-provider-hard-bounce",

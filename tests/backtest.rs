@@ -13,7 +13,8 @@ use std::f64::consts::TAU;
 use std::path::Path;
 
 use bouncewatch::alerts::backtest::{self, Incident, Options};
-use bouncewatch::alerts::rules::{self, GroupBy, RuleConfig, RuleKind};
+use bouncewatch::alerts::defaults;
+use bouncewatch::alerts::rules::{GroupBy, RuleConfig, RuleKind};
 use bouncewatch::config::Config;
 use bouncewatch::config::units::DurationText;
 use bouncewatch::event::{Event, EventKind, MessageId, parse_event};
@@ -272,7 +273,7 @@ fn timeline(incidents: &[Incident]) -> String {
 }
 
 fn builtin(name: &str) -> RuleConfig {
-    rules::defaults()
+    defaults::defaults()
         .into_iter()
         .find(|r| r.name == name)
         .unwrap_or_else(|| panic!("no built-in rule {name}"))
@@ -295,7 +296,7 @@ fn campaign_rule(min_volume: Option<u64>) -> RuleConfig {
 /// The built-in rules plus `extra`.
 fn defaults_and(extra: RuleConfig) -> Config {
     let mut config = Config::default();
-    config.alerts.rules = rules::defaults();
+    config.alerts.rules = defaults::defaults();
     config.alerts.rules.push(extra);
     config
 }

@@ -5,10 +5,11 @@
 //! returns notifications, so it runs the same live and in a backtest. Rate rules fire on the
 //! Wilson lower bound of a rate ([`wilson`]) with a minimum volume, so 2 bounces in 40 sends
 //! stay quiet while 10 in 200 fire. Firing alerts resolve only after clean evaluations in a
-//! row ([`state`]), so they do not flap. The built-in rules ([`rules::defaults`]) apply when
+//! row ([`state`]), so they do not flap. The built-in rules ([`defaults::defaults`]) apply when
 //! `[[alerts.rules]]` is empty.
 
 pub mod backtest;
+pub mod defaults;
 pub mod engine;
 pub mod health;
 pub mod rules;
@@ -88,7 +89,7 @@ impl AlertsConfig {
     /// The configured rules, or the built-in ones when none are configured.
     pub fn compile(&self) -> Result<Vec<Rule>, ConfigError> {
         let configs = if self.rules.is_empty() {
-            rules::defaults()
+            defaults::defaults()
         } else {
             self.rules.clone()
         };

@@ -27,7 +27,7 @@ fn hard_bounce_rule() -> RuleConfig {
         window: Some(DurationText::from_secs(3600)),
         threshold: Some(0.02),
         min_volume: Some(20),
-        ..rules::defaults()
+        ..defaults::defaults()
             .into_iter()
             .find(|r| r.name == "hard-bounce-rate")
             .unwrap()
@@ -193,7 +193,7 @@ fn a_provider_spike_fires_while_the_global_rate_looks_flat() {
         r#","error_related_to":"spam""#,
     );
 
-    let spike = rules::defaults()
+    let spike = defaults::defaults()
         .into_iter()
         .find(|r| r.name == "provider-block-spike")
         .unwrap();
@@ -248,7 +248,7 @@ fn burn_rate_needs_both_windows_of_a_pair() {
     }
     record(&mut w, "spam", 25, Provider::Microsoft, NOW - 1800, "");
     record(&mut w, "sent", 500, Provider::Microsoft, NOW - 60, "");
-    let critical: Vec<RuleConfig> = rules::defaults()
+    let critical: Vec<RuleConfig> = defaults::defaults()
         .into_iter()
         .filter(|r| r.name == "spam-rate-critical")
         .collect();
@@ -264,7 +264,7 @@ fn burn_rate_needs_both_windows_of_a_pair() {
 #[test]
 fn no_events_fires_only_when_events_were_expected() {
     let mut e = engine(
-        rules::defaults()
+        defaults::defaults()
             .into_iter()
             .filter(|r| r.name == "no-events")
             .collect(),
@@ -288,7 +288,7 @@ fn no_events_fires_only_when_events_were_expected() {
 #[test]
 fn unauthorized_share_uses_counter_increases() {
     let mut e = engine(
-        rules::defaults()
+        defaults::defaults()
             .into_iter()
             .filter(|r| r.name == "webhook-unauthorized")
             .collect(),

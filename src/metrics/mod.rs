@@ -15,16 +15,19 @@ pub mod campaigns;
 pub mod config;
 pub mod delay;
 pub mod names;
+mod observers;
+mod otlp;
 mod prometheus;
 
-use std::collections::HashMap;
+use observers::register_observers;
+use otlp::{build_exporter, otlp_requested, persistent_instance_id, random_id, resource};
+
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -34,8 +37,8 @@ use opentelemetry_sdk::metrics::{
 };
 
 use crate::event::EventKind;
-use crate::pipeline::{Provider, Shared};
-use crate::windows::{Key, RateKind, Scope, WindowsConfig};
+use crate::pipeline::Shared;
+use crate::windows::WindowsConfig;
 pub use campaigns::CampaignCounters;
 pub use config::MetricsConfig;
 pub use delay::{DelaySummary, RecentDelays};
@@ -463,367 +466,12 @@ pub fn window_label(minutes: u32) -> String {
     }
 }
 
-fn get(c: &AtomicU64) -> u64 {
+pub(super) fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
-fn seq(a: &AtomicI64) -> i64 {
+pub(super) fn seq(a: &AtomicI64) -> i64 {
     a.load(Ordering::Relaxed)
-}
-
-/// The observable instruments: each reads [`State`] when a reader collects.
-fn register_observers(meter: &Meter, state: &Arc<State>) {
-    use names::*;
-    let counter = |s: &Signal, read: fn(&Counters) -> u64| {
-        let st = state.clone();
-        meter
-            .u64_observable_counter(s.instrument())
-            .with_description(s.help)
-            .with_callback(move |o| o.observe(read(&st.counters), &[]))
-            .build();
-    };
-    counter(&RECEIVER_DUPLICATES, |c| get(&c.duplicates));
-    counter(&RECEIVER_QUARANTINED, |c| get(&c.quarantined));
-    counter(&RECEIVER_UNAUTHORIZED, |c| get(&c.unauthorized));
-    counter(&RECEIVER_TOO_LARGE, |c| get(&c.too_large));
-    counter(&RECEIVER_EMPTY, |c| get(&c.empty));
-    counter(&JOURNAL_COMMITS, |c| get(&c.commits));
-    counter(&JOURNAL_COMMIT_FAILURES, |c| get(&c.commit_failures));
-    counter(&JOURNAL_RETENTION_DELETED, |c| get(&c.retention_deleted));
-    counter(&EVENTS_LATE, |c| get(&c.late));
-    counter(&EVENTS_CLAMPED, |c| get(&c.clamped));
-    counter(&ALERTS_SILENCED, |c| get(&c.silenced));
-    let st = state.clone();
-    meter
-        .u64_observable_gauge(MAILJET_CALLBACK_ALIVE.instrument())
-        .with_description(MAILJET_CALLBACK_ALIVE.help)
-        .with_callback(move |o| {
-            let Some(shared) = st.mailjet.get() else {
-                return;
-            };
-            let w = shared.lock().unwrap_or_else(|p| p.into_inner());
-            for c in &w.rows {
-                let alive = u64::from(c.status.eq_ignore_ascii_case("alive"));
-                o.observe(
-                    alive,
-                    &[
-                        KeyValue::new("event_type", c.event_type.clone()),
-                        KeyValue::new("backup", c.is_backup.to_string()),
-                    ],
-                );
-            }
-        })
-        .build();
-    let st = state.clone();
-    meter
-        .u64_observable_gauge(ALERTS_FIRING.instrument())
-        .with_description(ALERTS_FIRING.help)
-        .with_callback(move |o| {
-            let firing = st.firing.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for (rule, severity, n) in firing {
-                o.observe(
-                    n,
-                    &[
-                        KeyValue::new("rule", rule),
-                        KeyValue::new("severity", severity),
-                    ],
-                );
-            }
-        })
-        .build();
-
-    let st = state.clone();
-    meter
-        .u64_observable_counter(RECEIVER_REQUESTS.instrument())
-        .with_description(RECEIVER_REQUESTS.help)
-        .with_callback(move |o| {
-            for (i, c) in st.counters.requests.iter().enumerate() {
-                let status = STATUSES.get(i).map_or("other".to_string(), u16::to_string);
-                o.observe(get(c), &[KeyValue::new("status", status)]);
-            }
-        })
-        .build();
-    let st = state.clone();
-    meter
-        .u64_observable_counter(RECEIVER_EVENTS.instrument())
-        .with_description(RECEIVER_EVENTS.help)
-        .with_callback(move |o| {
-            for kind in EventKind::ALL {
-                let n = get(&st.counters.events[kind.index()]);
-                o.observe(n, &[KeyValue::new("event", kind.as_str())]);
-            }
-        })
-        .build();
-    let st = state.clone();
-    meter
-        .u64_observable_counter(RECEIVER_UNAVAILABLE.instrument())
-        .with_description(RECEIVER_UNAVAILABLE.help)
-        .with_callback(move |o| {
-            for why in Unavailable::ALL {
-                let n = get(&st.counters.unavailable[why as usize]);
-                o.observe(n, &[KeyValue::new("reason", why.as_str())]);
-            }
-        })
-        .build();
-    let st = state.clone();
-    meter
-        .u64_observable_counter(EVENTS.instrument())
-        .with_description(EVENTS.help)
-        .with_callback(move |o| {
-            let samples = st
-                .campaigns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .samples();
-            for (kind, provider, campaign, n) in samples {
-                let attrs = [
-                    KeyValue::new("event", kind.as_str()),
-                    KeyValue::new("provider", provider.as_str()),
-                    KeyValue::new("campaign", campaign),
-                ];
-                o.observe(n, &attrs);
-            }
-        })
-        .build();
-
-    let gauge = |s: &Signal, read: fn(&Counters) -> f64| {
-        let st = state.clone();
-        meter
-            .f64_observable_gauge(s.instrument())
-            .with_description(s.help)
-            .with_callback(move |o| o.observe(read(&st.counters), &[]))
-            .build();
-    };
-    // Absent until an event was ever stored: a 0 would read as "last event in 1970".
-    let st = state.clone();
-    meter
-        .f64_observable_gauge(RECEIVER_LAST_EVENT.instrument())
-        .with_description(RECEIVER_LAST_EVENT.help)
-        .with_callback(move |o| {
-            let ms = st.counters.last_event_ms.load(Ordering::Relaxed);
-            if ms > 0 {
-                o.observe(ms as f64 / 1000.0, &[]);
-            }
-        })
-        .build();
-    gauge(&JOURNAL_LAST_SEQ, |c| seq(&c.journal_seq) as f64);
-    gauge(&PIPELINE_LAST_SEQ, |c| seq(&c.pipeline_seq) as f64);
-    gauge(&PIPELINE_LAG, |c| {
-        (seq(&c.journal_seq) - seq(&c.pipeline_seq)).max(0) as f64
-    });
-
-    type Pick = fn(&crate::windows::Rate) -> Option<f64>;
-    let picks: [(Signal, Pick); 3] = [
-        (WINDOW_RATE, |r| r.value()),
-        (WINDOW_RATE_NUMERATOR, |r| Some(r.numerator as f64)),
-        (WINDOW_RATE_DENOMINATOR, |r| Some(r.denominator as f64)),
-    ];
-    for (signal, pick) in picks {
-        let st = state.clone();
-        meter
-            .f64_observable_gauge(signal.instrument())
-            .with_description(signal.help)
-            .with_callback(move |o| {
-                for (attrs, rate) in window_rates(&st) {
-                    if let Some(v) = pick(&rate) {
-                        o.observe(v, &attrs);
-                    }
-                }
-            })
-            .build();
-    }
-    let st = state.clone();
-    meter
-        .u64_observable_gauge(WINDOW_REASONS.instrument())
-        .with_description(WINDOW_REASONS.help)
-        .with_callback(move |o| {
-            for (attrs, n) in window_reasons(&st) {
-                o.observe(n, &attrs);
-            }
-        })
-        .build();
-}
-
-/// Reasons exported per scope and window.
-const TOP_REASONS: usize = 10;
-
-/// The top bounce and block reasons of every window, globally and per provider.
-fn window_reasons(state: &State) -> Vec<(Vec<KeyValue>, u64)> {
-    let Some(source) = state.windows.get() else {
-        return Vec::new();
-    };
-    let now = crate::journal::now_ms() / 1000;
-    let windows = source
-        .shared
-        .windows
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let mut scopes: Vec<Option<Provider>> = vec![None];
-    scopes.extend(windows.keys(Scope::Provider).filter_map(|k| match k {
-        Key::Provider(p) => Some(Some(p)),
-        _ => None,
-    }));
-    let mut out = Vec::new();
-    for provider in scopes {
-        for (minutes, label) in &source.windows {
-            for r in windows.top_reasons(provider, *minutes, now, TOP_REASONS) {
-                let mut attrs = vec![
-                    KeyValue::new("event", r.event),
-                    KeyValue::new("category", r.category),
-                    KeyValue::new("error", r.error),
-                    KeyValue::new("window", label.clone()),
-                ];
-                if let Some(p) = provider {
-                    attrs.push(KeyValue::new("provider", p.as_str()));
-                }
-                out.push((attrs, r.count));
-            }
-        }
-    }
-    out
-}
-
-/// Every rate of every window, globally and per provider, with its attributes.
-fn window_rates(state: &State) -> Vec<(Vec<KeyValue>, crate::windows::Rate)> {
-    let Some(source) = state.windows.get() else {
-        return Vec::new();
-    };
-    let now = crate::journal::now_ms() / 1000;
-    let windows = source
-        .shared
-        .windows
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let mut keys: Vec<Key> = vec![Key::Global];
-    keys.extend(windows.keys(Scope::Provider));
-    let mut out = Vec::with_capacity(keys.len() * source.windows.len() * RateKind::ALL.len());
-    for key in &keys {
-        for (minutes, label) in &source.windows {
-            let counts = windows.counts(key, *minutes, now);
-            for kind in RateKind::ALL {
-                let mut attrs = vec![
-                    KeyValue::new("rate", kind.as_str()),
-                    KeyValue::new("window", label.clone()),
-                ];
-                if let Key::Provider(p) = key {
-                    attrs.push(KeyValue::new("provider", p.as_str()));
-                }
-                out.push((attrs, kind.of(&counts)));
-            }
-        }
-    }
-    out
-}
-
-fn otlp_requested(config: &MetricsConfig) -> bool {
-    let set = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
-    let disabled = std::env::var("OTEL_METRICS_EXPORTER").is_ok_and(|v| v.trim() == "none");
-    !disabled
-        && (!config.otlp_endpoint.is_empty()
-            || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-            || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
-}
-
-fn build_exporter(
-    config: &MetricsConfig,
-) -> Result<opentelemetry_otlp::MetricExporter, MetricsError> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-    // reqwest with rustls and the process's one crypto provider (installed in main), so an
-    // https endpoint works without a second TLS stack.
-    let client = reqwest::blocking::Client::builder()
-        .timeout(config.otlp_timeout.0)
-        .build()
-        .map_err(|e| MetricsError::Exporter(e.to_string()))?;
-    let mut builder = opentelemetry_otlp::MetricExporter::builder()
-        .with_http()
-        .with_http_client(client)
-        .with_protocol(Protocol::HttpBinary)
-        .with_timeout(config.otlp_timeout.0)
-        .with_temporality(Temporality::Cumulative);
-    if !config.otlp_endpoint.is_empty() {
-        builder = builder.with_endpoint(config.otlp_endpoint.clone());
-    }
-    if !config.otlp_headers.is_empty() {
-        let headers: HashMap<String, String> = config
-            .otlp_headers
-            .iter()
-            .filter_map(|kv| config::split_pair(kv))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        builder = builder.with_headers(headers);
-    }
-    builder
-        .build()
-        .map_err(|e| MetricsError::Exporter(e.to_string()))
-}
-
-/// The resource: what the environment says (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`),
-/// then `service.name` = bouncewatch unless set there, the version, the configured attributes
-/// and the instance id.
-fn resource(config: &MetricsConfig, instance: String) -> Resource {
-    let detected = Resource::builder().build();
-    let named = detected
-        .get(&opentelemetry::Key::from_static_str("service.name"))
-        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
-    let mut builder = Resource::builder();
-    if !named {
-        builder = builder.with_service_name("bouncewatch");
-    }
-    builder
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .with_attributes(
-            config
-                .resource_attributes
-                .iter()
-                .filter_map(|kv| config::split_pair(kv))
-                .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
-        )
-        .with_attribute(KeyValue::new("service.instance.id", instance))
-        .build()
-}
-
-/// The id kept in `data_dir/instance-id`, created on first use.
-fn persistent_instance_id(data_dir: &Path) -> String {
-    let path = data_dir.join("instance-id");
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && !text.trim().is_empty()
-    {
-        return text.trim().to_string();
-    }
-    let id = random_id();
-    let tmp = data_dir.join("instance-id.tmp");
-    let written =
-        std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "cannot keep the instance id; it will change on restart");
-    }
-    id
-}
-
-/// A random UUID (version 4) from the kernel's generator.
-fn random_id() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if read.is_err() {
-        // Still unique enough per process: the time and the pid.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        b.copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 #[cfg(test)]
