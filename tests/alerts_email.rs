@@ -213,9 +213,9 @@ async fn notify_test_sends_one_mail_or_says_why_not() {
             .env("BOUNCEWATCH_EMAIL_PASSWORD", password)
             .env("BOUNCEWATCH_EMAIL_FROM", "bouncewatch <alerts@example.com>")
             .env("BOUNCEWATCH_EMAIL_TO", "oncall@example.com");
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        common::output(cmd)
     };
-    let ok = run("smtp-s3cret", smtp.port).await.unwrap();
+    let ok = run("smtp-s3cret", smtp.port).await;
     assert!(
         ok.status.success(),
         "{}",
@@ -224,7 +224,7 @@ async fn notify_test_sends_one_mail_or_says_why_not() {
     let mails = smtp.wait_messages(1, Duration::from_secs(5));
     assert!(mails[0].header("Subject").unwrap().contains("notify-test"));
 
-    let bad = run("wrong", smtp.port).await.unwrap();
+    let bad = run("wrong", smtp.port).await;
     let out = String::from_utf8_lossy(&bad.stdout).to_string();
     assert_eq!(bad.status.code(), Some(1), "{out}");
     assert!(

@@ -183,15 +183,15 @@ async fn notify_test_says_what_failed() {
             .env("BOUNCEWATCH_SLACK_TOKEN", token)
             .env("BOUNCEWATCH_SLACK_CHANNEL", "#alerts")
             .env("BOUNCEWATCH_SLACK_API_URL", api);
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        common::output(cmd)
     };
-    let ok = run("xoxb-test", slack.api_url()).await.unwrap();
+    let ok = run("xoxb-test", slack.api_url()).await;
     let out = String::from_utf8_lossy(&ok.stdout).to_string();
     assert!(ok.status.success(), "{out}");
     assert!(out.contains("slack: delivered"), "{out}");
     assert_eq!(slack.received().len(), 1);
 
-    let bad = run("xoxb-wrong", slack.api_url()).await.unwrap();
+    let bad = run("xoxb-wrong", slack.api_url()).await;
     let out = String::from_utf8_lossy(&bad.stdout).to_string();
     assert_eq!(bad.status.code(), Some(1), "{out}");
     assert!(out.contains("FAILED (permanent"), "{out}");
@@ -200,9 +200,7 @@ async fn notify_test_says_what_failed() {
 
     let mut cmd = common::command();
     cmd.args(["notify-test", "--channel", "email"]);
-    let none = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let none = common::output(cmd).await;
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("not configured"));
 }

@@ -24,9 +24,7 @@ async fn mailjet(fake: &FakeMailjet, args: &[&str]) -> Output {
         .env("BOUNCEWATCH_MAILJET_API_URL", fake.base_url())
         .env("BOUNCEWATCH_WEBHOOK_USERNAME", "mailjet")
         .env("BOUNCEWATCH_WEBHOOK_PASSWORD", PASSWORD);
-    tokio::task::spawn_blocking(move || cmd.output().expect("run bouncewatch"))
-        .await
-        .unwrap()
+    common::output(cmd).await
 }
 
 fn text(out: &Output) -> String {
@@ -175,9 +173,7 @@ async fn status_reports_dead_callbacks_and_exits_non_zero() {
         .env("MAILJET_API_KEY", KEY)
         .env("MAILJET_API_SECRET", "wrong")
         .env("BOUNCEWATCH_MAILJET_API_URL", fake.base_url());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = common::output(cmd).await;
     assert!(!out.status.success());
     assert!(text(&out).contains("MAILJET_API_KEY"), "{}", text(&out));
 }

@@ -6,59 +6,21 @@
 
 mod common;
 
-use common::mailjet_api;
+use common::{Answer, client, mailjet_api};
 
-use std::sync::Once;
 use std::time::Duration;
 
 use mailjet_api::{API_KEY_ID, Callback, EVENT_TYPES, Failure, FakeMailjet};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const KEY: &str = "mj-key";
-const SECRET: &str = "mj-secret";
-const COLLECTION: &str = "/v3/REST/eventcallbackurl";
-
-/// An HTTP client; installs the process's rustls provider once, as reqwest needs one even
-/// for plain HTTP.
-fn client() -> reqwest::Client {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("reqwest client")
+/// Mailjet's envelope and error body, checked on an [`Answer`].
+trait MailjetAnswer {
+    fn error(&self, status: u16) -> String;
+    fn data(&self, status: u16) -> Vec<Value>;
 }
 
-/// What an answer came back as.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Answer {
-    async fn from(response: reqwest::Response) -> Answer {
-        Answer {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            text: response.text().await.expect("answer body"),
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-    }
-
+impl MailjetAnswer for Answer {
     /// Asserts the status and Mailjet's v3 REST error body, and returns the `ErrorMessage`.
     fn error(&self, status: u16) -> String {
         assert_eq!(self.status, status, "{}", self.text);
@@ -95,6 +57,10 @@ impl Answer {
         data
     }
 }
+
+const KEY: &str = "mj-key";
+const SECRET: &str = "mj-secret";
+const COLLECTION: &str = "/v3/REST/eventcallbackurl";
 
 /// Sends a request with the fake's credentials; `path` is appended to the base URL.
 async fn send(fake: &FakeMailjet, method: Method, path: &str, body: Option<Value>) -> Answer {

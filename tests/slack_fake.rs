@@ -6,56 +6,14 @@
 
 mod common;
 
-use common::slack;
+use common::{Answer, client, slack};
 
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use slack::{Failure, FakeSlack, Kind, channel_id};
 
 const TOKEN: &str = "xoxb-test";
-
-/// An HTTP client; installs the process's rustls provider once, as reqwest needs one even
-/// for plain HTTP.
-fn client() -> reqwest::Client {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("reqwest client")
-}
-
-/// What an answer came back as.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Answer {
-    async fn from(response: reqwest::Response) -> Answer {
-        Answer {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            text: response.text().await.expect("answer body"),
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-    }
-}
 
 /// Calls a Web API method with a JSON body and `token` as the bearer token, if any.
 async fn call_with(fake: &FakeSlack, method: &str, token: Option<&str>, body: Value) -> Answer {

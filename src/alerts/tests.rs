@@ -19,6 +19,14 @@ fn record(w: &mut Windows, kind: &str, n: usize, provider: Provider, at: i64, ex
     }
 }
 
+/// One built-in rule, by name.
+fn default_rule(name: &str) -> RuleConfig {
+    defaults::defaults()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no built-in rule {name}"))
+}
+
 fn hard_bounce_rule() -> RuleConfig {
     RuleConfig {
         name: "hard".into(),
@@ -27,10 +35,7 @@ fn hard_bounce_rule() -> RuleConfig {
         window: Some(DurationText::from_secs(3600)),
         threshold: Some(0.02),
         min_volume: Some(20),
-        ..defaults::defaults()
-            .into_iter()
-            .find(|r| r.name == "hard-bounce-rate")
-            .unwrap()
+        ..default_rule("hard-bounce-rate")
     }
 }
 
@@ -193,10 +198,7 @@ fn a_provider_spike_fires_while_the_global_rate_looks_flat() {
         r#","error_related_to":"spam""#,
     );
 
-    let spike = defaults::defaults()
-        .into_iter()
-        .find(|r| r.name == "provider-block-spike")
-        .unwrap();
+    let spike = default_rule("provider-block-spike");
     assert_eq!(spike.group_by, vec![GroupBy::Provider]);
     let global_spike = RuleConfig {
         name: "global-block-spike".into(),
@@ -248,11 +250,7 @@ fn burn_rate_needs_both_windows_of_a_pair() {
     }
     record(&mut w, "spam", 25, Provider::Microsoft, NOW - 1800, "");
     record(&mut w, "sent", 500, Provider::Microsoft, NOW - 60, "");
-    let critical: Vec<RuleConfig> = defaults::defaults()
-        .into_iter()
-        .filter(|r| r.name == "spam-rate-critical")
-        .collect();
-    let mut e = engine(critical.clone());
+    let mut e = engine(vec![default_rule("spam-rate-critical")]);
     assert!(e.evaluate(NOW, &w, sample(NOW)).is_empty());
     // Complaints still coming in the last 5 minutes: it fires.
     record(&mut w, "spam", 5, Provider::Microsoft, NOW - 60, "");
@@ -263,12 +261,7 @@ fn burn_rate_needs_both_windows_of_a_pair() {
 
 #[test]
 fn no_events_fires_only_when_events_were_expected() {
-    let mut e = engine(
-        defaults::defaults()
-            .into_iter()
-            .filter(|r| r.name == "no-events")
-            .collect(),
-    );
+    let mut e = engine(vec![default_rule("no-events")]);
     let w = Windows::new(&WindowsConfig::default());
     let quiet = |at: i64, events_24h: u64| HealthSample {
         at,
@@ -287,12 +280,7 @@ fn no_events_fires_only_when_events_were_expected() {
 
 #[test]
 fn unauthorized_share_uses_counter_increases() {
-    let mut e = engine(
-        defaults::defaults()
-            .into_iter()
-            .filter(|r| r.name == "webhook-unauthorized")
-            .collect(),
-    );
+    let mut e = engine(vec![default_rule("webhook-unauthorized")]);
     let w = Windows::new(&WindowsConfig::default());
     let s = |at: i64, requests: u64, unauthorized: u64| HealthSample {
         at,

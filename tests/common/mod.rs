@@ -80,6 +80,42 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// An HTTP answer read whole: for the fake peers' own tests, which check statuses, headers
+/// and bodies byte for byte.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Answer {
+    pub async fn from(response: reqwest::Response) -> Answer {
+        Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            text: response.text().await.expect("answer body"),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+}
+
+/// Runs a prepared command of the binary off the async runtime and returns what it printed.
+pub async fn output(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run bouncewatch"))
+        .await
+        .expect("the command's thread")
+}
+
 /// How to start one server.
 #[derive(Default, Clone)]
 pub struct Options {
