@@ -39,7 +39,7 @@ async fn a_hard_bounce_spike_is_mailed_once_and_small_samples_stay_quiet() {
     let smtp = SmtpServer::start(SmtpOptions {
         auth: Some(("bw".into(), "smtp-s3cret".into())),
         fail_first: 1,
-        hang: false,
+        ..SmtpOptions::default()
     });
     let server = Server::start_with(options(&smtp));
 
@@ -231,4 +231,47 @@ async fn notify_test_sends_one_mail_or_says_why_not() {
         out.contains("FAILED (permanent") && out.contains("535"),
         "{out}"
     );
+}
+
+/// The SMTP server is down when the alert fires: the notification waits in the outbox, is
+/// retried, and arrives once the server is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_is_delivered_once_the_smtp_server_comes_up() {
+    let port = common::vm::free_port();
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_EMAIL_SMTP_HOST", "127.0.0.1")
+            .env("BOUNCEWATCH_EMAIL_SMTP_PORT", &port.to_string())
+            .env("BOUNCEWATCH_EMAIL_TLS", "none")
+            .env("BOUNCEWATCH_EMAIL_FROM", "bouncewatch <alerts@example.com>")
+            .env("BOUNCEWATCH_EMAIL_TO", "oncall@example.com")
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.logs().iter().any(|l| l.contains("will retry")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let smtp = SmtpServer::start(SmtpOptions {
+        port: Some(port),
+        ..SmtpOptions::default()
+    });
+    let mails = smtp.wait_messages(1, Duration::from_secs(30));
+    assert_eq!(
+        mails[0].header("Subject").as_deref(),
+        Some("[FIRING warning] hard-bounce-rate: all providers")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 1, "delivered exactly once");
 }

@@ -111,6 +111,8 @@ def main():
                         help="refuse the DATA of the first N messages")
     parser.add_argument("--fail-code", type=int, default=451, help="code for --fail-first")
     parser.add_argument("--hang", action="store_true", help="never send the greeting")
+    parser.add_argument("--port", type=int, default=0,
+                        help="listen on this port (default: one the OS picks)")
     args = parser.parse_args()
 
     # Sessions are logged to stderr, which the Rust harness shows when a test fails. Drop
@@ -137,7 +139,7 @@ def main():
     controller = EphemeralController(
         Handler(args.maildir, args.fail_first, args.fail_code),
         hostname="127.0.0.1",
-        port=0,
+        port=args.port,
         # A fixed name: the default, socket.getfqdn(), can stall on DNS.
         server_hostname="smtp.test",
         **auth,

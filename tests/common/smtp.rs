@@ -46,6 +46,8 @@ pub struct SmtpOptions {
     pub fail_first: usize,
     /// Accept connections but never send the greeting.
     pub hang: bool,
+    /// Listen on this port (for a server that "comes back"); `None`: one the OS picks.
+    pub port: Option<u16>,
 }
 
 /// One accepted message, as the server received it.
@@ -80,6 +82,9 @@ impl SmtpServer {
         }
         if opts.hang {
             cmd.arg("--hang");
+        }
+        if let Some(port) = opts.port {
+            cmd.arg("--port").arg(port.to_string());
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
