@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::silence::Silence;
 use crate::alerts::{Notification, StoredAlert};
 
+/// How long delivered or given-up notifications and ended silences are kept, for
+/// `GET /api/v1/alerts` and inspection; older ones are deleted as new ones are written.
+pub const KEEP_MS: i64 = 30 * 86_400_000;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS alert_state (
     rule  TEXT NOT NULL,
@@ -120,6 +124,16 @@ impl Outbox {
                 queue.execute(params![now_ms, channel, json])?;
             }
         }
+        // Bounded history: the oldest finished rows go as new ones arrive.
+        tx.execute(
+            "DELETE FROM outbox WHERE (delivered_ms IS NOT NULL OR failed_ms IS NOT NULL) \
+             AND created_ms < ?1",
+            params![now_ms - KEEP_MS],
+        )?;
+        tx.execute(
+            "DELETE FROM silences WHERE until_ms < ?1",
+            params![now_ms - KEEP_MS],
+        )?;
         tx.commit()
     }
 
@@ -319,4 +333,47 @@ impl Outbox {
 
 fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::RuleKind;
+    use crate::alerts::state::Notice;
+    use crate::alerts::{Notification, Severity};
+
+    fn notification() -> Notification {
+        Notification {
+            rule: "r".into(),
+            kind: RuleKind::Webhook,
+            rate: None,
+            signal: None,
+            severity: Severity::Warning,
+            channels: Vec::new(),
+            notice: Notice::Firing,
+            at: 0,
+            alerts: Vec::new(),
+            more: 0,
+            reasons: Vec::new(),
+            window_minutes: 5,
+        }
+    }
+
+    #[test]
+    fn finished_rows_are_purged_after_the_keep_time_and_pending_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path()).unwrap();
+        let rows = vec![
+            ("log".to_string(), notification()),
+            ("email".to_string(), notification()),
+        ];
+        outbox.commit(&[], &rows, 1_000).unwrap();
+        let due = outbox.due(1_000, 10).unwrap();
+        outbox.delivered(due[0].id, 1_001).unwrap();
+        // The email row is still pending; the log row delivered.
+        outbox.commit(&[], &[], 1_000 + KEEP_MS + 1).unwrap();
+        let left = outbox.history(10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].channel, "email", "a pending row is never purged");
+    }
 }
