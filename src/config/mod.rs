@@ -338,9 +338,22 @@ mod tests {
         c.webhook.token = "tok-abc".into();
         c.api.token = "api-xyz".into();
         c.metrics.otlp_headers = vec!["Authorization=Bearer otlp-secret".into()];
+        c.email.password = "smtp-pw".into();
+        c.slack.token = "xoxb-slack".into();
+        c.slack.webhook_url = "https://hooks.slack.com/services/T/B/hook-secret".into();
+        c.mailjet.api_secret = "mj-secret".into();
         let text = c.to_masked_toml();
         assert!(text.contains("Authorization="), "{text}");
-        for secret in ["hunter2", "tok-abc", "api-xyz", "otlp-secret"] {
+        for secret in [
+            "hunter2",
+            "tok-abc",
+            "api-xyz",
+            "otlp-secret",
+            "smtp-pw",
+            "xoxb-slack",
+            "hook-secret",
+            "mj-secret",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains(MASK));
