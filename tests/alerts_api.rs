@@ -4,9 +4,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Options, Server, client};
+use common::{Options, Server, client, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
 use serde_json::{Value, json};
 
 fn now() -> u64 {
@@ -42,14 +44,6 @@ async fn post_json(server: &Server, path: &str, body: Value) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,14 +85,14 @@ async fn silences_suppress_notifications_and_the_api_shows_alerts() {
         server.post("/webhooks/mailjet", traffic(190, 10)).await.0,
         200
     );
-    wait_for("the firing gauge", async || {
+    eventually("the firing gauge", WAIT, async || {
         server
             .get_text("/metrics")
             .await
             .contains(r#"bouncewatch_alerts_firing{rule="hard-bounce-rate",severity="warning"} 1"#)
     })
     .await;
-    wait_for("the silenced counter", async || {
+    eventually("the silenced counter", WAIT, async || {
         server
             .metric("bouncewatch_alert_notifications_silenced_total")
             .await
@@ -128,7 +122,7 @@ async fn silences_suppress_notifications_and_the_api_shows_alerts() {
         .await
         .unwrap();
     assert_eq!(big.status(), 413);
-    wait_for("a delivered notification", async || {
+    eventually("a delivered notification", WAIT, async || {
         let page = server.get_json("/api/v1/alerts").await;
         page["recent"].as_array().unwrap().iter().any(|r| {
             r["notification"]["rule"] == "webhook-body-too-large"

@@ -120,24 +120,13 @@ async fn without_a_channel_alerts_are_logged() {
             .0,
         200
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = server.logs();
-        let line = logs.iter().find(|l| {
+    let line = server
+        .wait_log(|l| {
             l.contains(r#""message":"alert""#) && l.contains(r#""rule":"hard-bounce-rate""#)
-        });
-        if let Some(line) = line {
-            assert!(line.contains("(10 / 200)"), "{line}");
-            assert!(line.contains(r#""level":"WARN""#), "{line}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no alert in the log:\n{}",
-            logs.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        })
+        .await;
+    assert!(line.contains("(10 / 200)"), "{line}");
+    assert!(line.contains(r#""level":"WARN""#), "{line}");
 }
 
 /// `kill -9` while a notification is being sent (the SMTP server never answers), then a
@@ -162,19 +151,9 @@ async fn a_notification_in_flight_at_kill9_is_delivered_once_after_restart() {
         200
     );
     // Wait until the alert is queued (and its send is hanging).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server
-        .logs()
-        .iter()
-        .any(|l| l.contains("alert notification queued"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            server.logs().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_log(|l| l.contains("alert notification queued"))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dir = server.data_dir.clone();
     let tmp = server.kill9();
@@ -254,15 +233,7 @@ async fn a_mail_is_delivered_once_the_smtp_server_comes_up() {
             .0,
         200
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server.logs().iter().any(|l| l.contains("will retry")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            server.logs().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.wait_log(|l| l.contains("will retry")).await;
     let smtp = SmtpServer::start(SmtpOptions {
         port: Some(port),
         ..SmtpOptions::default()

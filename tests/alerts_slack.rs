@@ -152,19 +152,9 @@ async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
         other.post("/webhooks/mailjet", traffic(1, 190, 10)).await.0,
         200
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !other
-        .logs()
-        .iter()
-        .any(|l| l.contains("notification given up"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            other.logs().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    other
+        .wait_log(|l| l.contains("notification given up"))
+        .await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
         slack.attempts(),

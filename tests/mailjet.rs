@@ -12,6 +12,7 @@ use common::{Server, command};
 const KEY: &str = "mj-key";
 const SECRET: &str = "mj-very-secret";
 const PASSWORD: &str = "hook-pass-123";
+const WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 const URL: &str = "https://bw.example.com/webhooks/mailjet";
 
 /// Runs `bouncewatch mailjet ARGS` against `fake`, with webhook credentials configured.
@@ -278,20 +279,22 @@ async fn serve_alerts_when_a_callback_dies_and_resolves_when_it_lives() {
             .env("BOUNCEWATCH_ALERTS_CLEAR_AFTER", "2"),
     );
     let gauge = r#"bouncewatch_mailjet_callback_alive{backup="false",event_type="bounce"}"#;
-    let alert_line = |notice: &str| {
-        let notice = notice.to_string();
-        move |l: &String| {
+    let alert_line = |notice: &'static str| {
+        move |l: &str| {
             l.contains(r#""message":"alert""#)
                 && l.contains(r#""rule":"mailjet-callbacks""#)
-                && l.contains(&notice)
+                && l.contains(notice)
         }
     };
-    wait(&server, "the gauge at 1", async |s| {
-        s.get_text("/metrics").await.contains(&format!("{gauge} 1"))
+    common::eventually("the gauge at 1", WAIT, async || {
+        server
+            .get_text("/metrics")
+            .await
+            .contains(&format!("{gauge} 1"))
     })
     .await;
     assert!(
-        !server.logs().iter().any(alert_line("")),
+        !server.logs().iter().any(|l| alert_line("")(l)),
         "all alive: no alert"
     );
 
@@ -301,21 +304,13 @@ async fn serve_alerts_when_a_callback_dies_and_resolves_when_it_lives() {
         .find(|c| c.event_type == "bounce")
         .unwrap();
     fake.set_status(bounce.id, "dead");
-    wait(&server, "the alert", async |s| {
-        s.logs().iter().any(alert_line("dead: bounce"))
-    })
-    .await;
+    let line = server.wait_log(alert_line("dead: bounce")).await;
     assert!(
         server
             .get_text("/metrics")
             .await
             .contains(&format!("{gauge} 0"))
     );
-    let line = server
-        .logs()
-        .into_iter()
-        .find(alert_line("dead: bounce"))
-        .unwrap();
     assert!(
         line.contains("bouncewatch mailjet setup"),
         "says how to repair: {line}"
@@ -323,25 +318,9 @@ async fn serve_alerts_when_a_callback_dies_and_resolves_when_it_lives() {
     assert!(line.contains(r#""level":"WARN""#), "{line}");
 
     fake.set_status(bounce.id, "alive");
-    wait(&server, "the resolution", async |s| {
-        s.logs().iter().any(alert_line(r#""notice":"resolved""#))
-    })
-    .await;
+    server.wait_log(alert_line(r#""notice":"resolved""#)).await;
     assert!(
         !server.logs().join("\n").contains(SECRET),
         "the API secret leaked"
     );
-}
-
-/// Polls `check` for up to 15 s.
-async fn wait(server: &Server, what: &str, mut check: impl AsyncFnMut(&Server) -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !check(server).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            server.logs().join("\n")
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }

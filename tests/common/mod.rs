@@ -109,6 +109,15 @@ impl Answer {
     }
 }
 
+/// Polls `check` every 100 ms until it holds; fails after `within`, naming `what`.
+pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs a prepared command of the binary off the async runtime and returns what it printed.
 pub async fn output(mut cmd: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("run bouncewatch"))
@@ -282,6 +291,24 @@ impl Server {
 
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits up to 10 s for a log line that `matches`, and returns it; fails with every line
+    /// logged so far.
+    pub async fn wait_log(&self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if let Some(line) = logs.iter().find(|l| matches(l)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the awaited line was not logged:\n{}",
+                logs.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `GET` and the body as text, whatever the status.
