@@ -223,7 +223,7 @@ pub fn replay(
             {
                 classifier.learn(&e.email, reply);
             }
-            windows.record(e, classifier.classify(&e.email), clock);
+            windows.record(&e.brief(), classifier.classify(&e.email), clock);
             last_event_ms = last_event_ms.max(time(e) * 1000);
             next += 1;
         }

@@ -5,8 +5,13 @@
 //! and the rest of the program sees only the clean types defined here: an [`Event`] whose
 //! [`MessageId`] is an exact `u64` and whose [`EventKind`] is a closed set plus `Unknown`.
 
+mod brief;
 mod parse;
 mod rfc2047;
+
+#[cfg(test)]
+pub use brief::owned_brief;
+pub use brief::{Brief, parse_brief, parse_brief_array};
 
 pub use parse::{BodyItem, SplitBody, parse_event, parse_event_array, split_body};
 pub use rfc2047::decode as decode_rfc2047;

@@ -76,8 +76,8 @@ pub fn parse_event(text: &str) -> Result<Event, String> {
 }
 
 /// Parses a JSON array of event objects in one pass, as stored in a journal chunk.
-pub fn parse_event_array(text: &str) -> Result<Vec<Event>, String> {
-    serde_json::from_str::<Vec<Wire>>(text)
+pub fn parse_event_array(bytes: &[u8]) -> Result<Vec<Event>, String> {
+    serde_json::from_slice::<Vec<Wire>>(bytes)
         .map(|wires| wires.into_iter().map(Wire::into_event).collect())
         .map_err(reject)
 }
@@ -226,14 +226,14 @@ macro_rules! null_is_absent {
 
 /// Reads an unsigned integer from a JSON integer or a decimal string. `""` and `null` mean
 /// absent. Anything else (a word, a negative number, a fraction) is an error that names it.
-fn int_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(super) fn int_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     d.deserialize_any(Int::new(
         "an unsigned integer, a decimal string, \"\" or null",
     ))
 }
 
 /// Reads a signed integer (Unix seconds) with the same tolerance as [`int_u64`].
-fn int_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn int_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     d.deserialize_any(Int::new(
         "Unix seconds as an integer or a decimal string, \"\" or null",
     ))
@@ -286,7 +286,7 @@ where
 
 /// Reads a boolean from `true`/`false`, `"true"`/`"false"`, `1`/`0` (number or string).
 /// `""` and `null` mean absent.
-fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = Option<bool>;
@@ -322,7 +322,7 @@ fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
 /// Reads free text, borrowing it from the body when it has no escapes. `null` means absent; a
 /// number or boolean is kept as its JSON text, because a `Payload` or `CustomID` that drifted to
 /// a number is still the caller's data.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+pub(super) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = Option<Cow<'de, str>>;

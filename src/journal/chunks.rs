@@ -7,7 +7,7 @@
 use rusqlite::{Connection, params};
 use serde_json::value::RawValue;
 
-use crate::event::{Event, parse_event, parse_event_array};
+use crate::event::{Brief, Event, parse_brief, parse_brief_array, parse_event, parse_event_array};
 
 /// A chunk is closed once its text would pass this size, so reading one event by `seq` never
 /// loads more than about this much.
@@ -26,7 +26,6 @@ pub struct StoredRaw {
 
 struct Chunk {
     first_seq: i64,
-    count: i64,
     received_at_ms: i64,
     events: String,
 }
@@ -35,7 +34,6 @@ impl Chunk {
     fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Chunk> {
         Ok(Chunk {
             first_seq: r.get(0)?,
-            count: r.get(1)?,
             received_at_ms: r.get(2)?,
             events: r.get(3)?,
         })
@@ -58,7 +56,7 @@ impl Chunk {
     }
 }
 
-/// One stored event, parsed: what the pipeline and the indexer consume.
+/// One stored event, parsed in full: what the backtest replays.
 #[derive(Debug)]
 pub struct TailedEvent {
     pub seq: i64,
@@ -66,85 +64,147 @@ pub struct TailedEvent {
     pub event: Event,
 }
 
-/// Up to `limit` parsed events with `seq > after`, oldest first. A chunk is parsed in one pass,
-/// straight into events, without copying each one's text out first. An event that no longer
-/// parses (a parser change) is skipped with a warning rather than stopping the consumer.
+/// One stored event's [`Brief`], borrowed from its chunk: what the pipeline and the lookup
+/// indexer consume.
+#[derive(Debug)]
+pub struct TailedBrief<'a> {
+    pub seq: i64,
+    pub received_at_ms: i64,
+    pub brief: Brief<'a>,
+}
+
+/// A chunk row as SQLite hands it out. Its text is borrowed from the statement, so walking the
+/// journal copies no chunk out of SQLite.
+struct ChunkRef<'a> {
+    first_seq: i64,
+    count: i64,
+    received_at_ms: i64,
+    events: &'a [u8],
+}
+
+impl ChunkRef<'_> {
+    /// Parses the chunk with `parse_array` in one pass; when one element fails (a parser change),
+    /// parses element by element with `parse_one`, and skips the ones that fail with a warning
+    /// rather than stopping the consumer.
+    fn parse<'a, T>(
+        &'a self,
+        parse_array: impl Fn(&'a [u8]) -> Result<Vec<T>, String>,
+        parse_one: impl Fn(&'a str) -> Result<T, String>,
+    ) -> rusqlite::Result<Vec<(i64, T)>> {
+        if let Ok(items) = parse_array(self.events) {
+            return Ok(self.numbered(items.into_iter().map(Some)));
+        }
+        let raws: Vec<&RawValue> = serde_json::from_slice(self.events).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+        Ok(self.numbered(raws.into_iter().map(|raw| parse_one(raw.get()).ok())))
+    }
+
+    fn numbered<T>(&self, items: impl Iterator<Item = Option<T>>) -> Vec<(i64, T)> {
+        items
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let seq = self.first_seq + i as i64;
+                if item.is_none() {
+                    tracing::warn!(seq, "journal event no longer parses; skipped");
+                }
+                item.map(|item| (seq, item))
+            })
+            .collect()
+    }
+}
+
+/// Up to `limit` fully parsed events with `seq > after`, oldest first.
 pub fn forward_events(
     conn: &Connection,
     after: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<TailedEvent>> {
-    walk_forward(conn, after, limit, |chunk| {
-        let events = match parse_event_array(&chunk.events) {
-            Ok(events) => events.into_iter().map(Some).collect(),
-            // One bad element fails the whole array: fall back to one event at a time.
-            Err(_) => chunk
-                .split()?
-                .into_iter()
-                .map(|raw| parse_event(&raw.raw).ok())
-                .collect::<Vec<_>>(),
-        };
-        Ok(events
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, event)| {
-                let seq = chunk.first_seq + i as i64;
-                match event {
-                    Some(event) => Some((
-                        seq,
-                        TailedEvent {
-                            seq,
-                            received_at_ms: chunk.received_at_ms,
-                            event,
-                        },
-                    )),
-                    None => {
-                        tracing::warn!(seq, "journal event no longer parses; skipped");
-                        None
-                    }
-                }
-            })
-            .collect())
-    })
+    let mut out = Vec::new();
+    walk_forward(conn, after, limit, |chunk, range| {
+        for (seq, event) in chunk.parse(parse_event_array, parse_event)? {
+            if range.contains(&seq) {
+                out.push(TailedEvent {
+                    seq,
+                    received_at_ms: chunk.received_at_ms,
+                    event,
+                });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
-/// Walks chunks from the one holding `after + 1`, turning each into `(seq, item)` pairs with
-/// `explode`, and returns up to `limit` items with `seq > after`.
-fn walk_forward<T>(
+/// Hands the briefs of up to `limit` events with `seq > after` to `consume`, oldest first, one
+/// chunk at a time; returns the last `seq` passed, if any. It may be past the last event handed
+/// over: events that no longer parse are skipped (and logged), not retried.
+pub fn forward_briefs(
     conn: &Connection,
     after: i64,
     limit: usize,
-    explode: impl Fn(&Chunk) -> rusqlite::Result<Vec<(i64, T)>>,
-) -> rusqlite::Result<Vec<T>> {
-    let mut out = Vec::new();
+    mut consume: impl FnMut(&[TailedBrief<'_>]),
+) -> rusqlite::Result<Option<i64>> {
+    let mut last = None;
+    walk_forward(conn, after, limit, |chunk, range| {
+        let briefs: Vec<TailedBrief> = chunk
+            .parse(parse_brief_array, parse_brief)?
+            .into_iter()
+            .filter(|(seq, _)| range.contains(seq))
+            .map(|(seq, brief)| TailedBrief {
+                seq,
+                received_at_ms: chunk.received_at_ms,
+                brief,
+            })
+            .collect();
+        consume(&briefs);
+        last = Some(range.end - 1);
+        Ok(())
+    })?;
+    Ok(last)
+}
+
+/// Walks chunks from the one holding `after + 1`, in order, handing each to `visit` with the
+/// range of its seqs to take: those above `after`, and no more than `limit` in all. Rows are
+/// read one at a time, and the walk stops at `limit`, so no chunk past it is read.
+fn walk_forward(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+    mut visit: impl FnMut(&ChunkRef<'_>, std::ops::Range<i64>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let mut from = after;
+    let mut taken = 0;
     loop {
-        let chunks = {
-            let mut stmt = conn.prepare_cached(
-                "SELECT first_seq, count, received_at_ms, events FROM chunks \
-                 WHERE first_seq >= coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?1), 0) \
-                 ORDER BY first_seq LIMIT ?2",
-            )?;
-            stmt.query_map(params![from + 1, CHUNKS_PER_QUERY], Chunk::from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        let exhausted = (chunks.len() as i64) < CHUNKS_PER_QUERY;
-        for chunk in &chunks {
-            if chunk.first_seq + chunk.count <= from + 1 {
+        let mut stmt = conn.prepare_cached(
+            "SELECT first_seq, count, received_at_ms, events FROM chunks \
+             WHERE first_seq >= coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?1), 0) \
+             ORDER BY first_seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![from + 1, CHUNKS_PER_QUERY])?;
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            let chunk = ChunkRef {
+                first_seq: row.get(0)?,
+                count: row.get(1)?,
+                received_at_ms: row.get(2)?,
+                events: row.get_ref(3)?.as_bytes()?,
+            };
+            let start = (from + 1).max(chunk.first_seq);
+            let end = (chunk.first_seq + chunk.count).min(start + (limit - taken) as i64);
+            if start >= end {
                 continue;
             }
-            for (seq, item) in explode(chunk)? {
-                if seq > from {
-                    from = seq;
-                    out.push(item);
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                }
+            visit(&chunk, start..end)?;
+            taken += (end - start) as usize;
+            from = end - 1;
+            if taken >= limit {
+                return Ok(());
             }
         }
-        if exhausted {
-            return Ok(out);
+        if read < CHUNKS_PER_QUERY {
+            return Ok(());
         }
     }
 }
@@ -223,9 +283,19 @@ impl Tail {
         Ok(Tail { conn })
     }
 
-    /// Up to `limit` parsed events with `seq > after`, oldest first.
+    /// Up to `limit` fully parsed events with `seq > after`, oldest first.
     pub fn after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<TailedEvent>> {
         forward_events(&self.conn, after, limit)
+    }
+
+    /// See [`forward_briefs`].
+    pub fn briefs_after(
+        &self,
+        after: i64,
+        limit: usize,
+        consume: impl FnMut(&[TailedBrief<'_>]),
+    ) -> rusqlite::Result<Option<i64>> {
+        forward_briefs(&self.conn, after, limit, consume)
     }
 }
 
@@ -299,5 +369,52 @@ mod tests {
             .map(|e| (e.seq, e.event.message_id.0))
             .collect();
         assert_eq!(got, vec![(1, 1), (3, 3)]);
+    }
+
+    #[test]
+    fn briefs_come_a_whole_chunk_at_a_time_from_any_seq() {
+        let (_dir, conn) = journal_with(&[
+            (
+                1,
+                r#"[{"event":"sent","MessageID":1},{"event":"sent","MessageID":2}]"#,
+            ),
+            (
+                3,
+                r#"[{"event":"open","MessageID":3},{"time":"x"},{"event":"spam","MessageID":5}]"#,
+            ),
+            (6, r#"[{"event":"click","MessageID":6}]"#),
+        ]);
+        let walk = |after, limit| {
+            let mut calls = Vec::new();
+            let last = forward_briefs(&conn, after, limit, |events| {
+                calls.push(
+                    events
+                        .iter()
+                        .map(|e| (e.seq, e.brief.message_id.0))
+                        .collect::<Vec<_>>(),
+                );
+            })
+            .unwrap();
+            (calls, last)
+        };
+        // One call per chunk; the event that no longer parses is skipped, not the chunk.
+        assert_eq!(
+            walk(0, 100),
+            (
+                vec![vec![(1, 1), (2, 2)], vec![(3, 3), (5, 5)], vec![(6, 6)]],
+                Some(6)
+            )
+        );
+        // Starting in the middle of a chunk, and stopping at the limit.
+        assert_eq!(walk(1, 2), (vec![vec![(2, 2)], vec![(3, 3)]], Some(3)));
+        assert_eq!(walk(6, 10), (vec![], None));
+    }
+
+    #[test]
+    fn a_chunk_whose_events_all_fail_to_parse_is_still_passed() {
+        let (_dir, conn) = journal_with(&[(1, r#"[{"time":"x"},{"nope":1}]"#)]);
+        let mut seen = 0;
+        let last = forward_briefs(&conn, 0, 10, |events| seen += events.len()).unwrap();
+        assert_eq!((seen, last), (0, Some(2)));
     }
 }

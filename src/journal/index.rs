@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::event::Event;
+use crate::event::Brief;
 
 /// Rows the indexer takes from the journal per transaction.
 const INDEX_BATCH: usize = 20_000;
@@ -74,10 +74,10 @@ impl LookupKey {
     }
 
     /// Every key an event can be found by. Empty values and zero ids are not indexed.
-    pub fn of(event: &Event) -> Vec<LookupKey> {
+    pub fn of(event: &Brief) -> Vec<LookupKey> {
         let mut keys = Vec::with_capacity(5);
         if !event.email.is_empty() {
-            keys.push(LookupKey::Email(event.email.clone()));
+            keys.push(LookupKey::Email(event.email.to_string()));
         }
         if event.message_id.0 != 0 {
             keys.push(LookupKey::MessageId(event.message_id.0));
@@ -88,11 +88,12 @@ impl LookupKey {
         if event.campaign_id != 0 {
             keys.push(LookupKey::Campaign(event.campaign_id.to_string()));
         }
-        for name in [&event.custom_campaign, &event.custom_campaign_decoded]
+        let decoded = event.custom_campaign_decoded();
+        for name in [event.custom_campaign.as_deref(), decoded.as_deref()]
             .into_iter()
             .flatten()
         {
-            let key = LookupKey::Campaign(name.clone());
+            let key = LookupKey::Campaign(name.to_string());
             if !name.is_empty() && !keys.contains(&key) {
                 keys.push(key);
             }
@@ -192,20 +193,21 @@ impl Indexer {
     /// Indexes the next batch of journal rows; returns how many it took.
     fn step(&mut self) -> rusqlite::Result<usize> {
         let from = self.progress.indexed.load(Ordering::Acquire);
-        let rows = super::chunks::forward_events(&self.journal, from, INDEX_BATCH)?;
-        let Some(last) = rows.last().map(|r| r.seq) else {
-            return Ok(0);
-        };
         // Sorted inserts walk the B-tree once from left to right instead of touching a random
         // page per entry: several times less work for the same rows.
-        let mut entries: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 4);
-        for row in &rows {
-            entries.extend(
-                LookupKey::of(&row.event)
-                    .iter()
-                    .map(|key| (key.hash(), row.seq)),
-            );
-        }
+        let mut entries: Vec<(i64, i64)> = Vec::new();
+        let last = super::chunks::forward_briefs(&self.journal, from, INDEX_BATCH, |events| {
+            for tailed in events {
+                entries.extend(
+                    LookupKey::of(&tailed.brief)
+                        .iter()
+                        .map(|key| (key.hash(), tailed.seq)),
+                );
+            }
+        })?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
         entries.sort_unstable();
         entries.dedup();
         let tx = self.index.transaction()?;
@@ -223,7 +225,7 @@ impl Indexer {
         }
         tx.commit()?;
         self.progress.indexed.store(last, Ordering::Release);
-        Ok(rows.len())
+        Ok((last - from) as usize)
     }
 
     /// Drops entries whose events retention has deleted.
@@ -253,7 +255,7 @@ mod tests {
             r#"{"event":"sent","MessageID":5,"email":"a@b.c","CustomID":"o-1","mj_campaign_id":7,"customcampaign":"=?utf-8?Q?caf=C3=A9?="}"#,
         )
         .unwrap();
-        let keys = LookupKey::of(&e);
+        let keys = LookupKey::of(&e.brief());
         assert_eq!(
             keys,
             vec![
@@ -269,7 +271,7 @@ mod tests {
             r#"{"event":"bounce","MessageID":0,"email":"","CustomID":"","mj_campaign_id":0}"#,
         )
         .unwrap();
-        assert!(LookupKey::of(&test_event).is_empty());
+        assert!(LookupKey::of(&test_event.brief()).is_empty());
         assert_ne!(
             LookupKey::Email("x".into()).hash(),
             LookupKey::CustomId("x".into()).hash()

@@ -201,48 +201,66 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts the next batch; returns how many events it read.
+    /// Counts the next batch; returns how many seqs it moved past.
     fn step(&mut self) -> rusqlite::Result<usize> {
         let from = self.shared.seq.load(Ordering::Acquire);
-        let rows = self.tail.after(from, BATCH)?;
-        let Some(last) = rows.last().map(|r| r.seq) else {
+        let now = wall_clock();
+        let Runner {
+            tail,
+            classifier,
+            shared,
+            unsaved_learned,
+            metrics,
+            ..
+        } = self;
+        // One chunk at a time: its events are borrowed from SQLite's row, so they are counted
+        // before the next row is read.
+        let last = tail.briefs_after(from, BATCH, |events| {
+            let Some(last) = events.last().map(|e| e.seq) else {
+                return;
+            };
+            let mut classified = Vec::with_capacity(events.len());
+            let mut delays = Vec::with_capacity(events.len());
+            for tailed in events {
+                let event = &tailed.brief;
+                if let Some(time) = event.time {
+                    delays.push((tailed.received_at_ms, tailed.received_at_ms - time * 1000));
+                }
+                if event.kind == EventKind::Sent
+                    && let Some(reply) = event.smtp_reply.as_deref()
+                    && let Some(learned) = classifier.learn(&event.email, reply)
+                {
+                    unsaved_learned.push(learned);
+                }
+                let provider = classifier.classify(&event.email);
+                classified.push((event, provider, CampaignKey::of(event)));
+            }
+            metrics.event_delays(&delays);
+            // The windows lock is taken before the campaign counters' lock, as in `save`.
+            let mut windows = shared.windows.lock().unwrap_or_else(|p| p.into_inner());
+            {
+                let mut campaigns = metrics.campaigns();
+                for (event, provider, campaign) in &classified {
+                    campaigns.count(event.kind, *provider, campaign);
+                }
+            }
+            for (event, provider, campaign) in &classified {
+                windows.record_in(event, campaign, *provider, now);
+            }
+            shared.seq.store(last, Ordering::Release);
+            metrics.pipeline_progress(last, windows.late(), windows.clamped());
+        })?;
+        let Some(last) = last else {
             return Ok(0);
         };
-        let read = rows.len();
-        let now = wall_clock();
-        let mut classified = Vec::with_capacity(rows.len());
-        let mut delays = Vec::with_capacity(rows.len());
-        for row in rows {
-            let event = row.event;
-            if let Some(time) = event.time {
-                delays.push((row.received_at_ms, row.received_at_ms - time * 1000));
-            }
-            if event.kind == EventKind::Sent
-                && let Some(reply) = event.smtp_reply.as_deref()
-                && let Some(learned) = self.classifier.learn(&event.email, reply)
-            {
-                self.unsaved_learned.push(learned);
-            }
-            let provider = self.classifier.classify(&event.email);
-            classified.push((event, provider));
-        }
-        self.metrics.event_delays(&delays);
-        {
-            let mut campaigns = self.metrics.campaigns();
-            for (event, provider) in &classified {
-                campaigns.count(event.kind, *provider, &CampaignKey::of(event));
-            }
-        }
-        {
-            let mut windows = self.lock();
-            for (event, provider) in &classified {
-                windows.record(event, *provider, now);
-            }
+        // Past a chunk none of whose events parse any more, too (each was logged).
+        if self.shared.seq.load(Ordering::Acquire) < last {
+            let windows = self.lock();
             self.shared.seq.store(last, Ordering::Release);
             self.metrics
                 .pipeline_progress(last, windows.late(), windows.clamped());
         }
-        Ok(read)
+        Ok((last - from) as usize)
     }
 
     fn save(&mut self) {

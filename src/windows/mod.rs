@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 use crate::config::units::DurationText;
-use crate::event::Event;
+use crate::event::Brief;
 use crate::pipeline::Provider;
 pub use rate::{Counts, Rate, RateKind};
 pub use reasons::{ReasonCount, Reasons};
@@ -92,11 +92,11 @@ pub enum CampaignKey {
 }
 
 impl CampaignKey {
-    pub fn of(event: &Event) -> CampaignKey {
+    pub fn of(event: &Brief) -> CampaignKey {
         if event.campaign_id != 0 {
             return CampaignKey::Id(event.campaign_id);
         }
-        match event.custom_campaign_decoded.as_deref().map(str::trim) {
+        match event.custom_campaign_decoded().as_deref().map(str::trim) {
             Some(name) if !name.is_empty() => CampaignKey::Name(name.to_string()),
             _ => CampaignKey::None,
         }
@@ -233,7 +233,18 @@ impl Windows {
     }
 
     /// Counts one event at the windows' clock `now` (Unix seconds).
-    pub fn record(&mut self, event: &Event, provider: Provider, now: i64) -> Placement {
+    pub fn record(&mut self, event: &Brief, provider: Provider, now: i64) -> Placement {
+        self.record_in(event, &CampaignKey::of(event), provider, now)
+    }
+
+    /// [`Windows::record`] for a caller that already knows the event's campaign.
+    pub fn record_in(
+        &mut self,
+        event: &Brief,
+        campaign: &CampaignKey,
+        provider: Provider,
+        now: i64,
+    ) -> Placement {
         let counts = Counts::of(event);
         self.totals += counts;
         let mut time = event.time.unwrap_or(now);
@@ -254,7 +265,8 @@ impl Windows {
                 .get_or_insert_with(Series::default)
                 .add(at, now_minute, counts);
         }
-        let campaign = self.campaigns.entry(CampaignKey::of(event)).or_default();
+        // Cloning an id costs nothing; a name costs what `CampaignKey::of` paid anyway.
+        let campaign = self.campaigns.entry(campaign.clone()).or_default();
         campaign.all.add(at, now_minute, counts);
         match campaign.providers.iter_mut().find(|(p, _)| *p == provider) {
             Some((_, s)) => s.add(at, now_minute, counts),

@@ -8,7 +8,7 @@ use std::ops::{Add, AddAssign};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventKind};
+use crate::event::{Brief, EventKind};
 
 /// What one bucket counts. `blocked_mailjet` is the part of `blocked` with category `mailjet`
 /// (Mailjet's own suppression: nothing was attempted), kept apart so that reputation rates can
@@ -29,7 +29,7 @@ pub struct Counts {
 
 impl Counts {
     /// The counts of one event.
-    pub fn of(event: &Event) -> Counts {
+    pub fn of(event: &Brief) -> Counts {
         let mut c = Counts::default();
         match event.kind {
             EventKind::Sent => c.sent = 1,
@@ -231,10 +231,10 @@ impl Add for Rate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::parse_event;
+    use crate::event::owned_brief;
 
     fn counts(json: &str) -> Counts {
-        Counts::of(&parse_event(json).unwrap())
+        Counts::of(&owned_brief(json))
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rate::Counts;
 use super::series::Series;
-use crate::event::{Event, EventKind};
+use crate::event::{Brief, EventKind};
 use crate::pipeline::Provider;
 
 /// How many distinct (category, error) pairs are tracked before new ones fold into `other`.
@@ -95,7 +95,7 @@ impl Reasons {
     }
 
     /// Counts the reason of a bounce or block; other events carry none.
-    pub fn record(&mut self, event: &Event, provider: Provider, at: u32, now: u32) {
+    pub fn record(&mut self, event: &Brief, provider: Provider, at: u32, now: u32) {
         if !matches!(event.kind, EventKind::Bounce | EventKind::Blocked) {
             return;
         }
@@ -173,13 +173,12 @@ impl Reasons {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::parse_event;
+    use crate::event::owned_brief;
 
-    fn bounce(category: &str, error: &str) -> Event {
-        parse_event(&format!(
+    fn bounce(category: &str, error: &str) -> Brief<'static> {
+        owned_brief(&format!(
             r#"{{"event":"bounce","error_related_to":"{category}","error":"{error}"}}"#
         ))
-        .unwrap()
     }
 
     #[test]
@@ -199,13 +198,12 @@ mod tests {
             100,
             100,
         );
-        let blocked = parse_event(
+        let blocked = owned_brief(
             r#"{"event":"blocked","error_related_to":"spam","error":"sender blocked"}"#,
-        )
-        .unwrap();
+        );
         r.record(&blocked, Provider::Microsoft, 100, 100);
         r.record(
-            &parse_event(r#"{"event":"sent"}"#).unwrap(),
+            &owned_brief(r#"{"event":"sent"}"#),
             Provider::Google,
             100,
             100,

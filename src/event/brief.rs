@@ -1,0 +1,209 @@
+//! [`Brief`]: the fields that counting and lookup read, borrowed from an event's stored text.
+//!
+//! The pipeline and the lookup indexer read every stored event again after it is acknowledged.
+//! They need a third of its fields, so they parse into this view instead of a full [`Event`]:
+//! no field they ignore is decoded or allocated, and the strings they read are borrowed from the
+//! chunk (measured: the full parse was the larger part of the pipeline's CPU per event). The
+//! fields it has are read by the same tolerant readers as [`Event`]'s, so every text the
+//! receiver accepted parses here to the same values.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::parse::{boolean, int_i64, int_u64, text};
+use super::{Event, EventKind, MessageId, decode_rfc2047};
+
+/// What the windows, the campaign counters, the provider classifier and the lookup index read
+/// from one event. See [`Event`] for what each field means.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Brief<'a> {
+    pub kind: EventKind,
+    pub time: Option<i64>,
+    pub message_id: MessageId,
+    /// `""` when the key was absent or `null`, as in [`Event::email`].
+    pub email: Cow<'a, str>,
+    pub campaign_id: u64,
+    /// `customcampaign` exactly as received; see [`Brief::custom_campaign_decoded`].
+    pub custom_campaign: Option<Cow<'a, str>>,
+    pub custom_id: Option<Cow<'a, str>>,
+    pub hard_bounce: Option<bool>,
+    pub error_related_to: Option<Cow<'a, str>>,
+    pub error: Option<Cow<'a, str>>,
+    pub smtp_reply: Option<Cow<'a, str>>,
+}
+
+impl Brief<'_> {
+    /// `customcampaign` with RFC 2047 encoded words decoded, computed when asked: most events
+    /// carry a campaign id and never need it.
+    pub fn custom_campaign_decoded(&self) -> Option<Cow<'_, str>> {
+        self.custom_campaign.as_deref().map(decode_rfc2047)
+    }
+}
+
+/// A brief that owns its strings, for tests that build events from literals.
+#[cfg(test)]
+pub fn owned_brief(json: &str) -> Brief<'static> {
+    let own = |v: Option<Cow<'_, str>>| v.map(|v| Cow::Owned(v.into_owned()));
+    let b = parse_brief(json).expect("a valid event");
+    Brief {
+        email: Cow::Owned(b.email.into_owned()),
+        custom_campaign: own(b.custom_campaign),
+        custom_id: own(b.custom_id),
+        error_related_to: own(b.error_related_to),
+        error: own(b.error),
+        smtp_reply: own(b.smtp_reply),
+        ..Brief {
+            kind: b.kind,
+            time: b.time,
+            message_id: b.message_id,
+            campaign_id: b.campaign_id,
+            hard_bounce: b.hard_bounce,
+            ..Brief::default()
+        }
+    }
+}
+
+impl Event {
+    /// This event's [`Brief`], borrowing its strings.
+    pub fn brief(&self) -> Brief<'_> {
+        fn borrow(v: &Option<String>) -> Option<Cow<'_, str>> {
+            v.as_deref().map(Cow::Borrowed)
+        }
+        Brief {
+            kind: self.kind,
+            time: self.time,
+            message_id: self.message_id,
+            email: Cow::Borrowed(&self.email),
+            campaign_id: self.campaign_id,
+            custom_campaign: borrow(&self.custom_campaign),
+            custom_id: borrow(&self.custom_id),
+            hard_bounce: self.hard_bounce,
+            error_related_to: borrow(&self.error_related_to),
+            error: borrow(&self.error),
+            smtp_reply: borrow(&self.smtp_reply),
+        }
+    }
+}
+
+/// Parses a JSON array of stored event objects (a journal chunk) into briefs, in one pass.
+pub fn parse_brief_array(bytes: &[u8]) -> Result<Vec<Brief<'_>>, String> {
+    serde_json::from_slice::<Vec<WireBrief>>(bytes)
+        .map(|wires| wires.into_iter().map(WireBrief::into_brief).collect())
+        .map_err(|e| format!("event object rejected: {e}"))
+}
+
+/// Parses one stored event object into its brief.
+pub fn parse_brief(text: &str) -> Result<Brief<'_>, String> {
+    serde_json::from_str::<WireBrief>(text)
+        .map(WireBrief::into_brief)
+        .map_err(|e| format!("event object rejected: {e}"))
+}
+
+/// The subset of the wire format a [`Brief`] reads; every other key is skipped unread.
+#[derive(Deserialize)]
+struct WireBrief<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, deserialize_with = "int_i64")]
+    time: Option<i64>,
+    #[serde(rename = "MessageID", default, deserialize_with = "int_u64")]
+    message_id: Option<u64>,
+    #[serde(default, deserialize_with = "int_u64")]
+    mj_message_id: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    email: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "int_u64")]
+    mj_campaign_id: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    customcampaign: Option<Cow<'a, str>>,
+    #[serde(rename = "CustomID", borrow, default, deserialize_with = "text")]
+    custom_id: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "boolean")]
+    hard_bounce: Option<bool>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    error_related_to: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    error: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    smtp_reply: Option<Cow<'a, str>>,
+}
+
+impl<'a> WireBrief<'a> {
+    fn into_brief(self) -> Brief<'a> {
+        Brief {
+            kind: EventKind::from_name(&self.event),
+            time: self.time,
+            message_id: MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0)),
+            email: self.email.unwrap_or_default(),
+            campaign_id: self.mj_campaign_id.unwrap_or(0),
+            custom_campaign: self.customcampaign,
+            custom_id: self.custom_id,
+            hard_bounce: self.hard_bounce,
+            error_related_to: self.error_related_to,
+            error: self.error,
+            smtp_reply: self.smtp_reply,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+
+    /// Every fixture the receiver accepts gives the same brief whether it is parsed directly or
+    /// taken from the full event: the two parsers cannot drift apart.
+    #[test]
+    fn a_brief_says_what_the_full_event_says_for_every_fixture() {
+        // Beside the repository, or where `BOUNCEWATCH_SHARED_DIR` says (as in `tests/`).
+        let shared = std::env::var_os("BOUNCEWATCH_SHARED_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+        let dir = shared.join("mailjet/fixtures");
+        let mut checked = 0;
+        for path in fixture_files(&dir) {
+            let body = std::fs::read(&path).unwrap();
+            let crate::event::SplitBody::Items(items) = crate::event::split_body(&body) else {
+                continue;
+            };
+            for item in items {
+                if let crate::event::BodyItem::Event { raw, .. } = item {
+                    let event = parse_event(raw).unwrap();
+                    let brief = parse_brief(raw).unwrap();
+                    assert_eq!(brief, event.brief(), "{}", path.display());
+                    let array = format!("[{raw},{raw}]");
+                    let both = parse_brief_array(array.as_bytes()).unwrap();
+                    assert_eq!(both, vec![event.brief(), event.brief()]);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 10, "only {checked} fixture events found");
+    }
+
+    #[test]
+    fn drifted_types_read_as_in_the_full_event() {
+        let raw = r#"{"event":"bounce","time":"1700000100","hard_bounce":"true","mj_campaign_id":"","mj_message_id":"19421777835146490","email":null,"CustomID":42,"customcampaign":"=?utf-8?Q?caf=C3=A9?=","geo":"US","extra":{"nested":[1,2]}}"#;
+        let brief = parse_brief(raw).unwrap();
+        assert_eq!(brief, parse_event(raw).unwrap().brief());
+        assert_eq!(brief.time, Some(1_700_000_100));
+        assert_eq!(brief.hard_bounce, Some(true));
+        assert_eq!(brief.message_id, MessageId(19_421_777_835_146_490));
+        assert_eq!(brief.custom_id.as_deref(), Some("42"));
+        assert_eq!(brief.custom_campaign_decoded().as_deref(), Some("café"));
+    }
+
+    fn fixture_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(fixture_files(&path));
+            } else if path.extension().is_some_and(|e| e == "json") {
+                out.push(path);
+            }
+        }
+        out
+    }
+}
