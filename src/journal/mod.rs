@@ -5,7 +5,7 @@
 //! loss. One writer thread owns the only write connection and does group commit: it takes
 //! everything queued, writes it in one transaction, commits once, then answers every request in
 //! the batch. Deduplication lives here too: each event claims its dedup key in the `dedup`
-//! table (`dedup.rs`), so a retried event is a no-op that is reported back as a duplicate. Events are stored
+//! table, so a retried event is a no-op that is reported back as a duplicate. Events are stored
 //! in chunk rows (`schema.rs`), and lookups by field go through a derived index (`index.rs`)
 //! built after the acknowledgement.
 //!
@@ -13,7 +13,6 @@
 //! disk fails it fails with [`JournalError::Storage`]. Callers turn both into `503`, never `200`.
 
 mod chunks;
-mod dedup;
 mod index;
 mod query;
 mod schema;

@@ -7,7 +7,7 @@
 //! the same parser whenever they are read, so there is one definition of what an event says.
 //! The `events` view shows one row per event for people with a `sqlite3` shell.
 //!
-//! `dedup` holds one key per stored event (see `dedup.rs`) with that event's `seq`;
+//! `dedup` holds one key per stored event (see `Event::dedup_key`) with that event's `seq`;
 //! retention drops a key together with its event. (Expiring keys by their own time prefix
 //! would need a scan of every key with an old event time, which test and replayed traffic
 //! makes large: it stalled ingest for half a second per retention pass.) `seq` never goes back: when retention has
@@ -18,8 +18,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 /// Bumped whenever the tables change; `open_writer` refuses a journal from a newer version.
-/// 2: `dedup` keys are two integers instead of one blob.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS chunks (
@@ -28,6 +27,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     received_at_ms INTEGER NOT NULL,
     events         TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dedup (
+    key BLOB    PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_seq ON dedup (seq);
 CREATE VIEW IF NOT EXISTS events AS
     SELECT c.first_seq + j.key      AS seq,
            c.received_at_ms         AS received_at_ms,
@@ -52,17 +56,6 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#;
-
-/// The dedup table and the index retention deletes its keys by (see `dedup.rs`).
-pub const DEDUP_TABLE: &str = r#"
-CREATE TABLE IF NOT EXISTS dedup (
-    hi  INTEGER NOT NULL,
-    lo  INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (hi, lo)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_seq ON dedup (seq);
 "#;
 
 /// Opens the one write connection: WAL, `synchronous=FULL`, schema created or checked.
@@ -90,18 +83,8 @@ pub fn open_writer(path: &Path, cache_bytes: u64) -> rusqlite::Result<Connection
     // A current journal is opened without writing anything, so that a restart on a full or
     // read-only disk still comes up and answers 503 instead of refusing connections.
     if version < SCHEMA_VERSION {
-        let tx = conn.unchecked_transaction()?;
-        if version == 1 {
-            let moved = super::dedup::migrate_blob_keys(&tx)?;
-            tracing::info!(
-                keys = moved,
-                "journal upgraded: dedup keys stored as integers"
-            );
-        }
-        tx.execute_batch(SCHEMA)?;
-        tx.execute_batch(DEDUP_TABLE)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     Ok(conn)
 }

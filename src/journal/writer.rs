@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 
-use super::dedup;
 use super::{
     AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
     RETENTION_TICK,
@@ -180,8 +179,8 @@ impl Writer {
                 |r| r.get(0),
             )?;
             let keys = tx.execute(
-                "DELETE FROM dedup WHERE (hi, lo) IN \
-                 (SELECT hi, lo FROM dedup WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
+                "DELETE FROM dedup WHERE key IN \
+                 (SELECT key FROM dedup WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
                 params![oldest, RETENTION_BATCH as i64],
             )?;
             let quarantined = tx.execute(
@@ -237,13 +236,14 @@ fn write_all(
     let mut chunks = ChunkBuilder::new(next_seq);
     let mut outcomes = Vec::with_capacity(batch.len());
     {
-        let mut claim = tx.prepare_cached(dedup::CLAIM)?;
+        let mut claim = tx.prepare_cached(CLAIM_KEY)?;
         for command in batch {
             match command {
                 Command::Append(append, _) => {
                     let mut seqs = Vec::with_capacity(append.events.len());
                     for new in &append.events {
-                        let fresh = dedup::claim(&mut claim, &new.dedup_key, chunks.next_seq)?;
+                        let fresh =
+                            claim.execute(params![&new.dedup_key[..], chunks.next_seq])? == 1;
                         let raw = append.body.get(new.range.clone()).unwrap_or_default();
                         seqs.push(
                             fresh
@@ -270,6 +270,9 @@ fn write_all(
     tx.commit()?;
     Ok((outcomes, next_seq))
 }
+
+/// Claims an event's dedup key for the `seq` it will get; one changed row means it is new.
+const CLAIM_KEY: &str = "INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)";
 
 const INSERT_CHUNK: &str =
     "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, ?3, ?4)";
