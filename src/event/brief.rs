@@ -47,20 +47,17 @@ pub fn owned_brief(json: &str) -> Brief<'static> {
     let own = |v: Option<Cow<'_, str>>| v.map(|v| Cow::Owned(v.into_owned()));
     let b = parse_brief(json).expect("a valid event");
     Brief {
+        kind: b.kind,
+        time: b.time,
+        message_id: b.message_id,
         email: Cow::Owned(b.email.into_owned()),
+        campaign_id: b.campaign_id,
         custom_campaign: own(b.custom_campaign),
         custom_id: own(b.custom_id),
+        hard_bounce: b.hard_bounce,
         error_related_to: own(b.error_related_to),
         error: own(b.error),
         smtp_reply: own(b.smtp_reply),
-        ..Brief {
-            kind: b.kind,
-            time: b.time,
-            message_id: b.message_id,
-            campaign_id: b.campaign_id,
-            hard_bounce: b.hard_bounce,
-            ..Brief::default()
-        }
     }
 }
 
