@@ -306,3 +306,63 @@ fn rank_campaigns(windows: &Windows, now: i64) -> Vec<CampaignKey> {
 fn wall_clock() -> i64 {
     crate::journal::now_ms() / 1000
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricsConfig;
+
+    /// A journal holding `chunks` as `(first_seq, events)`; only the table the pipeline reads.
+    fn journal(dir: &Path, chunks: &[(i64, &str)]) {
+        let conn = rusqlite::Connection::open(dir.join("journal.sqlite3")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE chunks (first_seq INTEGER PRIMARY KEY, count INTEGER NOT NULL,
+                 received_at_ms INTEGER NOT NULL, events TEXT NOT NULL);",
+        )
+        .unwrap();
+        for (first, events) in chunks {
+            let count = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(events)
+                .unwrap()
+                .len() as i64;
+            conn.execute(
+                "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
+                rusqlite::params![first, count, events],
+            )
+            .unwrap();
+        }
+    }
+
+    /// The newest chunk holds only events that no longer parse (a parser change): the pipeline
+    /// logs them and moves past them, instead of reading that chunk again forever.
+    #[test]
+    fn a_last_chunk_that_no_longer_parses_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        journal(
+            dir.path(),
+            &[
+                (
+                    1,
+                    r#"[{"event":"sent","time":1700000000,"email":"a@gmail.com"}]"#,
+                ),
+                (2, r#"[{"time":"x"},{"nope":1}]"#),
+            ],
+        );
+        let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), dir.path()).unwrap());
+        let pipeline = Pipeline::start(
+            dir.path(),
+            &WindowsConfig::default(),
+            &ProvidersConfig::default(),
+            metrics,
+        )
+        .unwrap();
+        let shared = pipeline.shared();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.seq.load(Ordering::Acquire) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(shared.seq.load(Ordering::Acquire), 3);
+        let totals = shared.windows.lock().unwrap().totals();
+        assert_eq!((totals.sent, totals.total()), (1, 1));
+        pipeline.stop();
+    }
+}
