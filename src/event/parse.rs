@@ -31,7 +31,7 @@ pub enum BodyItem<'a> {
     /// A valid event: what the receiver needs to store and count it, and its exact text.
     Event {
         kind: EventKind,
-        dedup_key: [u8; 16],
+        dedup_key: crate::event::DedupKey,
         raw: &'a str,
     },
     Invalid {
@@ -163,7 +163,7 @@ struct Wire<'a> {
 }
 
 impl Wire<'_> {
-    fn dedup_key(&self) -> [u8; 16] {
+    fn dedup_key(&self) -> crate::event::DedupKey {
         super::dedup_key(
             &self.event,
             self.time,
@@ -464,7 +464,13 @@ mod tests {
         let c = one(r#"{"event":"open","time":2,"MessageID":2,"email":"a@b"}"#).unwrap();
         assert_eq!(a.dedup_key(), b.dedup_key());
         assert_ne!(a.dedup_key(), c.dedup_key());
-        // The time leads the key, so keys of one second sort together.
+        // The time leads the key, then the message, so keys of one second sort together and,
+        // within it, by MessageID.
         assert_eq!(&c.dedup_key()[..4], &2u32.to_be_bytes());
+        assert_eq!(&c.dedup_key()[4..12], &2u64.to_be_bytes());
+        let later = one(r#"{"event":"open","time":2,"MessageID":3,"email":"a@b"}"#).unwrap();
+        let next_second = one(r#"{"event":"open","time":3,"MessageID":1,"email":"a@b"}"#).unwrap();
+        assert!(c.dedup_key() < later.dedup_key());
+        assert!(later.dedup_key() < next_second.dedup_key());
     }
 }

@@ -136,6 +136,21 @@ pub fn forward_events(
     Ok(out)
 }
 
+/// Hands every stored event, fully parsed, to `visit`, oldest first, one chunk in memory at a
+/// time: what a schema upgrade recomputes keys from. Events that no longer parse are skipped
+/// (and logged).
+pub fn each_event(
+    conn: &Connection,
+    mut visit: impl FnMut(i64, &Event) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    walk_forward(conn, 0, 1 << 48, |chunk, _| {
+        for (seq, event) in chunk.parse(parse_event_array, parse_event)? {
+            visit(seq, &event)?;
+        }
+        Ok(())
+    })
+}
+
 /// Hands the briefs of up to `limit` events with `seq > after` to `consume`, oldest first, one
 /// chunk at a time; returns the last `seq` passed, if any. It may be past the last event handed
 /// over: events that no longer parse are skipped (and logged), not retried.

@@ -92,7 +92,7 @@ pub struct NewEvent {
     /// Byte range of the event's JSON object in [`Append::body`].
     pub range: std::ops::Range<usize>,
     /// Computed on the request's own task, so the single writer thread only writes.
-    pub dedup_key: [u8; 16],
+    pub dedup_key: crate::event::DedupKey,
     pub received_at_ms: i64,
 }
 

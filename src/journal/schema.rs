@@ -18,7 +18,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 /// Bumped whenever the tables change; `open_writer` refuses a journal from a newer version.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2: dedup keys lead with (time, `MessageID`) instead of (time, hash); see
+/// [`rebuild_dedup_keys`].
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS chunks (
@@ -83,10 +85,35 @@ pub fn open_writer(path: &Path, cache_bytes: u64) -> rusqlite::Result<Connection
     // A current journal is opened without writing anything, so that a restart on a full or
     // read-only disk still comes up and answers 503 instead of refusing connections.
     if version < SCHEMA_VERSION {
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        if version == 1 {
+            rebuild_dedup_keys(&tx)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
     }
     Ok(conn)
+}
+
+/// Recomputes every stored event's dedup key with the current layout, so that a retry of an
+/// event stored before an upgrade is still recognised. Runs once, inside the upgrade's
+/// transaction: a crash halfway leaves the journal at the old version, and the next start
+/// does it again.
+fn rebuild_dedup_keys(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM dedup", [])?;
+    let mut insert = conn.prepare("INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)")?;
+    let mut rebuilt = 0u64;
+    super::chunks::each_event(conn, |seq, event| {
+        insert.execute(rusqlite::params![&event.dedup_key()[..], seq])?;
+        rebuilt += 1;
+        Ok(())
+    })?;
+    tracing::info!(
+        rebuilt,
+        "journal upgraded to schema {SCHEMA_VERSION}: dedup keys recomputed"
+    );
+    Ok(())
 }
 
 /// When the newest stored chunk was received (Unix ms), if any: the last event's receipt time

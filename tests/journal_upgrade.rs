@@ -1,0 +1,86 @@
+//! A journal written by an older bouncewatch is upgraded in place when the new one starts, and
+//! what it stored before the upgrade is still deduplicated after it.
+
+mod common;
+
+use common::{Options, Server, fixture};
+use serde_json::Value;
+
+/// The dedup key of schema 1: the event time as 4 big-endian bytes, then the first 12 bytes of
+/// xxh3-128 over the length-prefixed (event, time, MessageID, email, url).
+fn schema_1_key(raw: &Value) -> Vec<u8> {
+    let text = |k: &str| raw[k].as_str().unwrap_or("").to_string();
+    let time = raw["time"].as_i64();
+    let message_id = raw["MessageID"].as_u64().unwrap_or(0);
+    let mut buf = Vec::new();
+    for field in [
+        text("event").into_bytes(),
+        time.unwrap_or(i64::MIN).to_le_bytes().to_vec(),
+        message_id.to_le_bytes().to_vec(),
+        text("email").into_bytes(),
+        text("url").into_bytes(),
+    ] {
+        buf.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&field);
+    }
+    let hash = xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes();
+    let secs = time.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
+    let mut key = secs.to_be_bytes().to_vec();
+    key.extend_from_slice(&hash[..12]);
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
+    let mut old = Server::start();
+    let body = fixture("v2/mixed-batch.json");
+    let (status, text) = old.post("/webhooks/mailjet", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let old = tokio::task::spawn_blocking(move || {
+        assert!(old.terminate().success());
+        old
+    })
+    .await
+    .unwrap();
+
+    // Rewrite the journal as schema 1 left it: its keys and its version.
+    let conn = rusqlite::Connection::open(old.data_dir.join("journal.sqlite3")).unwrap();
+    let stored: Vec<(i64, String)> = conn
+        .prepare("SELECT seq, raw FROM events")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored.len(), 9);
+    conn.execute("DELETE FROM dedup", []).unwrap();
+    for (seq, raw) in &stored {
+        let raw: Value = serde_json::from_str(raw).unwrap();
+        conn.execute(
+            "INSERT INTO dedup (key, seq) VALUES (?1, ?2)",
+            rusqlite::params![schema_1_key(&raw), seq],
+        )
+        .unwrap();
+    }
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    drop(conn);
+
+    let new = Server::start_with(Options::default().data_dir(&old.data_dir));
+    new.wait_log(|l| l.contains("dedup keys recomputed") && l.contains("\"rebuilt\":9"))
+        .await;
+    let (status, text) = new.post("/webhooks/mailjet", body).await;
+    assert_eq!(status, 200, "{text}");
+    let receipt: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(receipt["stored"], 0, "{text}");
+    assert_eq!(receipt["duplicates"], 9, "{text}");
+
+    let conn = common::open_journal(&old.data_dir);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let keys: i64 = conn
+        .query_row("SELECT count(*) FROM dedup", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 9);
+}
