@@ -62,6 +62,8 @@ async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
         )
         .unwrap();
     }
+    conn.execute("CREATE INDEX dedup_seq ON dedup (seq)", [])
+        .unwrap();
     conn.pragma_update(None, "user_version", 1).unwrap();
     drop(conn);
 
@@ -83,4 +85,12 @@ async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
         .query_row("SELECT count(*) FROM dedup", [], |r| r.get(0))
         .unwrap();
     assert_eq!(keys, 9);
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'dedup_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "schema 2 has no index on dedup.seq");
 }

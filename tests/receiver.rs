@@ -6,6 +6,7 @@ mod common;
 use base64::Engine;
 use common::{Options, Server, client, fixture, fixtures};
 use serde_json::Value;
+use std::time::Duration;
 
 /// Every event returned by the API for one filter, oldest first.
 async fn events(server: &Server, query: &str) -> Vec<Value> {
@@ -641,7 +642,11 @@ async fn retention_deletes_events_older_than_configured() {
             .await,
         10.0
     );
-    // The dedup keys expired with their events: the same batch is new again.
+    // The dedup keys expired with their events: none is left, and the same batch is new again.
+    let keys: i64 = common::open_journal(&server.data_dir)
+        .query_row("SELECT count(*) FROM dedup", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 0);
     let (status, text) = server
         .post("/webhooks/mailjet", fixture("v2/mixed-batch.json"))
         .await;
@@ -656,6 +661,43 @@ async fn retention_deletes_events_older_than_configured() {
         200
     );
     assert!(events(&server, "").await[0]["seq"].as_i64().unwrap() > 9);
+}
+
+/// Retention deletes a few thousand events per step, so expiring 12,000 takes several steps;
+/// every event's dedup key goes with it, found by recomputing it from the stored JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_every_key_over_many_steps() {
+    let server = Server::start_with(Options::default().env("BOUNCEWATCH_JOURNAL_RETENTION", "4s"));
+    let batches: Vec<String> = (0..12)
+        .map(|i| common::gmail_hard_bounces(1_000_000 + i * 1000, 990, 10, 7))
+        .collect();
+    for batch in &batches {
+        let (status, text) = server.post("/webhooks/mailjet", batch.clone()).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"stored\":1000"), "{text}");
+    }
+    let journal = common::open_journal(&server.data_dir);
+    let count = |table: &str| -> i64 {
+        journal
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("dedup"), 12_000);
+    common::eventually(
+        "retention to empty the journal",
+        Duration::from_secs(20),
+        async || count("chunks") == 0 && count("dedup") == 0,
+    )
+    .await;
+    assert_eq!(
+        server
+            .metric("bouncewatch_journal_retention_deleted_total")
+            .await,
+        12_000.0
+    );
+    let (status, text) = server.post("/webhooks/mailjet", batches[5].clone()).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\"stored\":1000"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, params};
 
 use super::{
     AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
-    RETENTION_TICK,
+    RETENTION_EVENTS, RETENTION_TICK,
 };
 use crate::metrics::Metrics;
 
@@ -155,15 +155,30 @@ impl Writer {
         // Returns (events and quarantined bodies deleted, whether any row at all was deleted).
         let result = (|| -> rusqlite::Result<(usize, bool)> {
             let tx = self.conn.transaction()?;
-            let counts: Vec<i64> = tx
-                .prepare(
-                    "DELETE FROM chunks WHERE first_seq IN (SELECT first_seq FROM \
-                     (SELECT first_seq, received_at_ms FROM chunks ORDER BY first_seq LIMIT ?2) \
-                     WHERE received_at_ms < ?1) RETURNING count",
-                )?
-                .query_map(params![cutoff, RETENTION_BATCH as i64], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if !counts.is_empty() {
+            // A dedup key lives exactly as long as its event: the keys are recomputed from the
+            // chunks about to go, and deleted one by one (see `chunks::expired`).
+            let expired = super::chunks::expired(&tx, cutoff, RETENTION_EVENTS)?;
+            let mut events = 0;
+            {
+                let mut delete_key = tx.prepare_cached(DELETE_KEY)?;
+                let mut delete_chunk = tx.prepare_cached(DELETE_CHUNK)?;
+                for chunk in &expired {
+                    for (seq, key) in &chunk.keys {
+                        delete_key.execute(params![&key[..], seq])?;
+                    }
+                    let unkeyed = chunk.count as usize - chunk.keys.len();
+                    if unkeyed > 0 {
+                        tracing::warn!(
+                            first_seq = chunk.first_seq,
+                            unkeyed,
+                            "retention: events that no longer parse leave their dedup keys behind"
+                        );
+                    }
+                    delete_chunk.execute([chunk.first_seq])?;
+                    events += chunk.count as usize;
+                }
+            }
+            if !expired.is_empty() {
                 // With every chunk gone, this is what keeps `seq` from starting over.
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) \
@@ -171,18 +186,6 @@ impl Writer {
                     [next_seq.to_string()],
                 )?;
             }
-            // A dedup key lives exactly as long as its event: everything below the oldest
-            // remaining chunk goes, found through the index on `seq`.
-            let oldest: i64 = tx.query_row(
-                "SELECT coalesce(min(first_seq), ?1) FROM chunks",
-                [next_seq],
-                |r| r.get(0),
-            )?;
-            let keys = tx.execute(
-                "DELETE FROM dedup WHERE key IN \
-                 (SELECT key FROM dedup WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
-                params![oldest, RETENTION_BATCH as i64],
-            )?;
             let quarantined = tx.execute(
                 "DELETE FROM quarantine WHERE id IN (SELECT id FROM \
                  (SELECT id, received_at_ms FROM quarantine ORDER BY id LIMIT ?2) \
@@ -190,11 +193,7 @@ impl Writer {
                 params![cutoff, RETENTION_BATCH as i64],
             )?;
             tx.commit()?;
-            let events: i64 = counts.iter().sum();
-            Ok((
-                events as usize + quarantined,
-                !counts.is_empty() || keys > 0 || quarantined > 0,
-            ))
+            Ok((events + quarantined, !expired.is_empty() || quarantined > 0))
         })();
         match result {
             Ok((deleted, true)) => {
@@ -273,6 +272,11 @@ fn write_all(
 
 /// Claims an event's dedup key for the `seq` it will get; one changed row means it is new.
 const CLAIM_KEY: &str = "INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)";
+
+/// Deletes an expired event's key; the `seq` check leaves a key that belongs to another event.
+const DELETE_KEY: &str = "DELETE FROM dedup WHERE key = ?1 AND seq = ?2";
+
+const DELETE_CHUNK: &str = "DELETE FROM chunks WHERE first_seq = ?1";
 
 const INSERT_CHUNK: &str =
     "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, ?3, ?4)";
