@@ -55,7 +55,12 @@ impl Writer {
     /// Serves commands until every sender is gone and the queue is empty.
     pub fn run(mut self, rx: Receiver<Command>) {
         loop {
-            let first = match rx.recv_timeout(RETENTION_TICK) {
+            // Until the next retention step is due: at once while expired rows remain, so a
+            // backlog is worked off between commits, or straight through when no request comes.
+            let due = self
+                .next_retention
+                .saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(due) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
                     self.retention_step();
