@@ -663,7 +663,7 @@ async fn retention_deletes_events_older_than_configured() {
     assert!(events(&server, "").await[0]["seq"].as_i64().unwrap() > 9);
 }
 
-/// Retention deletes a few thousand events per step, so expiring 12,000 takes several steps,
+/// Retention deletes about a thousand events per step, so expiring 12,000 takes several steps,
 /// taken one after another; every event's dedup key goes with it, found by recomputing it from
 /// the stored JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,4 +345,4 @@ pub(crate) const RETENTION_TICK: Duration = Duration::from_secs(5);
 pub(crate) const RETENTION_BATCH: usize = 2000;
 /// Events one retention step deletes at most (it takes whole chunks, at least one): each costs
 /// a parse and a key deletion, so a step stays within a few milliseconds.
-pub(crate) const RETENTION_EVENTS: usize = 4000;
+pub(crate) const RETENTION_EVENTS: usize = 1000;
