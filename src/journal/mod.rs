@@ -340,8 +340,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// How often the writer looks for expired rows, and how many it deletes per transaction.
+/// How often the writer looks for expired rows when the last look found none.
 pub(crate) const RETENTION_TICK: Duration = Duration::from_secs(5);
+/// Quarantined bodies one retention step deletes at most.
 pub(crate) const RETENTION_BATCH: usize = 2000;
 /// Events one retention step deletes at most (it takes whole chunks, at least one): each costs
 /// a parse and a key deletion, so a step stays within a few milliseconds.
