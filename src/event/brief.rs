@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::parse::{boolean, int_i64, int_u64, text};
+use super::parse::{boolean, int_i64, int_u64, reject, text};
 use super::{Event, EventKind, MessageId, decode_rfc2047};
 
 /// What the windows, the campaign counters, the provider classifier and the lookup index read
@@ -87,14 +87,14 @@ impl Event {
 pub fn parse_brief_array(bytes: &[u8]) -> Result<Vec<Brief<'_>>, String> {
     serde_json::from_slice::<Vec<WireBrief>>(bytes)
         .map(|wires| wires.into_iter().map(WireBrief::into_brief).collect())
-        .map_err(|e| format!("event object rejected: {e}"))
+        .map_err(reject)
 }
 
 /// Parses one stored event object into its brief.
 pub fn parse_brief(text: &str) -> Result<Brief<'_>, String> {
     serde_json::from_str::<WireBrief>(text)
         .map(WireBrief::into_brief)
-        .map_err(|e| format!("event object rejected: {e}"))
+        .map_err(reject)
 }
 
 /// The subset of the wire format a [`Brief`] reads; every other key is skipped unread.

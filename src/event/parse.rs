@@ -82,7 +82,7 @@ pub fn parse_event_array(bytes: &[u8]) -> Result<Vec<Event>, String> {
         .map_err(reject)
 }
 
-fn reject(e: serde_json::Error) -> String {
+pub(super) fn reject(e: serde_json::Error) -> String {
     format!("event object rejected: {e}")
 }
 

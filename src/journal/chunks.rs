@@ -84,6 +84,18 @@ struct ChunkRef<'a> {
     events: &'a [u8],
 }
 
+impl<'a> ChunkRef<'a> {
+    /// Borrows a row selected as `first_seq, count, received_at_ms, events`.
+    fn read(row: &'a rusqlite::Row<'_>) -> rusqlite::Result<ChunkRef<'a>> {
+        Ok(ChunkRef {
+            first_seq: row.get(0)?,
+            count: row.get(1)?,
+            received_at_ms: row.get(2)?,
+            events: row.get_ref(3)?.as_bytes()?,
+        })
+    }
+}
+
 impl ChunkRef<'_> {
     /// Parses the chunk with `parse_array` in one pass; when one element fails (a parser change),
     /// parses element by element with `parse_one`, and skips the ones that fail with a warning
@@ -202,12 +214,7 @@ fn walk_forward(
         let mut read = 0;
         while let Some(row) = rows.next()? {
             read += 1;
-            let chunk = ChunkRef {
-                first_seq: row.get(0)?,
-                count: row.get(1)?,
-                received_at_ms: row.get(2)?,
-                events: row.get_ref(3)?.as_bytes()?,
-            };
+            let chunk = ChunkRef::read(row)?;
             let start = (from + 1).max(chunk.first_seq);
             let end = (chunk.first_seq + chunk.count).min(start + (limit - taken) as i64);
             if start >= end {
@@ -236,7 +243,7 @@ pub struct ExpiredChunk {
 }
 
 /// The oldest chunks received before `cutoff_ms`, oldest first, until they hold `max_events`
-/// events (always at least one chunk if any expired). Each comes with its events' dedup keys,
+/// events (a chunk is taken whole, so a budget above 0 always takes at least one). Each comes with its events' dedup keys,
 /// recomputed from the stored JSON: that is how retention finds the keys to delete without an
 /// index on `seq`, which cost the writer 40 % of its time building a commit. Receive time grows
 /// with `seq`, so only the oldest rows are looked at.
@@ -252,12 +259,7 @@ pub fn expired(
     let mut out = Vec::new();
     let mut events = 0;
     while let Some(row) = rows.next()? {
-        let chunk = ChunkRef {
-            first_seq: row.get(0)?,
-            count: row.get(1)?,
-            received_at_ms: row.get(2)?,
-            events: row.get_ref(3)?.as_bytes()?,
-        };
+        let chunk = ChunkRef::read(row)?;
         if chunk.received_at_ms >= cutoff_ms || events >= max_events {
             break;
         }
