@@ -7,33 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Options, Server, client, eventually};
-
-const WAIT: Duration = Duration::from_secs(10);
 use serde_json::{Value, json};
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn traffic(sent: usize, hard: usize) -> String {
-    let t = now();
-    let mut events = Vec::new();
-    for i in 0..sent + hard {
-        let (kind, extra) = if i < sent {
-            ("sent", "")
-        } else {
-            ("bounce", r#","hard_bounce":true"#)
-        };
-        events.push(format!(
-            r#"{{"event":"{kind}","time":{t},"MessageID":{},"email":"u{i}@gmail.com","mj_campaign_id":3{extra}}}"#,
-            i + 1
-        ));
-    }
-    format!("[{}]", events.join(","))
-}
+const WAIT: Duration = Duration::from_secs(10);
 
 async fn post_json(server: &Server, path: &str, body: Value) -> (u16, Value) {
     let r = client()
@@ -82,7 +58,13 @@ async fn silences_suppress_notifications_and_the_api_shows_alerts() {
 
     // The spike fires, but the silence keeps it out of every channel, and counts it.
     assert_eq!(
-        server.post("/webhooks/mailjet", traffic(190, 10)).await.0,
+        server
+            .post(
+                "/webhooks/mailjet",
+                common::gmail_hard_bounces(1, 190, 10, 3)
+            )
+            .await
+            .0,
         200
     );
     eventually("the firing gauge", WAIT, async || {
