@@ -80,7 +80,7 @@ async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let keys: i64 = conn
         .query_row("SELECT count(*) FROM dedup", [], |r| r.get(0))
         .unwrap();
@@ -93,4 +93,53 @@ async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
         )
         .unwrap();
     assert_eq!(indexes, 0, "schema 2 has no index on dedup.seq");
+}
+
+/// Schema 2 kept every key in the table; schema 3 may keep the latest in memory and records up to
+/// where the table is complete. The upgrade records that everything stored so far is in it, so
+/// the first start recomputes nothing and still recognises every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_2_journal_is_upgraded_with_every_key_in_the_table() {
+    let mut old = Server::start();
+    let body = fixture("v2/mixed-batch.json");
+    let (status, text) = old.post("/webhooks/mailjet", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let old = tokio::task::spawn_blocking(move || {
+        assert!(old.terminate().success());
+        old
+    })
+    .await
+    .unwrap();
+
+    // As schema 2 left it: every key in the table, no `dedup_seq`.
+    let conn = rusqlite::Connection::open(old.data_dir.join("journal.sqlite3")).unwrap();
+    let keys: i64 = conn
+        .query_row("SELECT count(*) FROM dedup", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 9);
+    conn.execute("DELETE FROM meta WHERE key = 'dedup_seq'", [])
+        .unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
+
+    let new = Server::start_with(Options::default().data_dir(&old.data_dir));
+    let (status, text) = new.post("/webhooks/mailjet", body).await;
+    assert_eq!(status, 200, "{text}");
+    let receipt: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(receipt["duplicates"], 9, "{text}");
+    assert!(
+        !new.logs()
+            .iter()
+            .any(|l| l.contains("dedup keys of the latest events recomputed")),
+        "nothing to recompute after the upgrade"
+    );
+    let conn = common::open_journal(&old.data_dir);
+    let (version, swept): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), value FROM meta WHERE key = 'dedup_seq'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, swept.as_str()), (3, "9"));
 }

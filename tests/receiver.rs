@@ -94,6 +94,47 @@ async fn a_v2_batch_is_stored_once_even_when_posted_twice() {
     assert_eq!(categories, ["spam", "mailjet"]);
 }
 
+/// A small commit keeps its dedup keys in memory (see `journal/dedup.rs`). After a `kill -9`
+/// they are recomputed from the stored events, so a retry is still a duplicate; a graceful stop
+/// writes them to the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_keys_held_in_memory_survive_kill_9_and_are_written_at_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_in_table = || -> i64 {
+        common::open_journal(dir.path())
+            .query_row("SELECT count(*) FROM dedup", [], |r| r.get(0))
+            .unwrap()
+    };
+    let body = fixture("v2/mixed-batch.json");
+    let server = Server::start_with(Options::default().data_dir(dir.path()));
+    let (status, text) = server.post("/webhooks/mailjet", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"stored\":9"), "{text}");
+    assert_eq!(
+        keys_in_table(),
+        0,
+        "a 9-event commit keeps its keys in memory"
+    );
+    server.kill9();
+
+    let mut server = Server::start_with(Options::default().data_dir(dir.path()));
+    server
+        .wait_log(|l| {
+            l.contains("dedup keys of the latest events recomputed") && l.contains("\"keys\":9")
+        })
+        .await;
+    let (status, text) = server.post("/webhooks/mailjet", body).await;
+    assert_eq!(status, 200, "{text}");
+    let receipt: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (receipt["stored"].as_i64(), receipt["duplicates"].as_i64()),
+        (Some(0), Some(9)),
+        "{text}"
+    );
+    assert!(server.terminate().success());
+    assert_eq!(keys_in_table(), 9);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quirky_payloads_are_absorbed() {
     let server = Server::start();

@@ -150,16 +150,19 @@ pub fn forward_events(
     Ok(out)
 }
 
-/// Hands every stored event, fully parsed, to `visit`, oldest first, one chunk in memory at a
-/// time: what a schema upgrade recomputes keys from. Events that no longer parse are skipped
-/// (and logged).
+/// Hands every stored event with `seq > after`, fully parsed, to `visit`, oldest first, one
+/// chunk in memory at a time: what dedup keys are recomputed from. Events that no longer parse
+/// are skipped (and logged).
 pub fn each_event(
     conn: &Connection,
+    after: i64,
     mut visit: impl FnMut(i64, &Event) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    walk_forward(conn, 0, 1 << 48, |chunk, _| {
+    walk_forward(conn, after, 1 << 48, |chunk, range| {
         for (seq, event) in chunk.parse(parse_event_array, parse_event)? {
-            visit(seq, &event)?;
+            if range.contains(&seq) {
+                visit(seq, &event)?;
+            }
         }
         Ok(())
     })

@@ -4,8 +4,8 @@
 //! committed** with `synchronous=FULL` in WAL mode, so a `200` survives `kill -9` and power
 //! loss. One writer thread owns the only write connection and does group commit: it takes
 //! everything queued, writes it in one transaction, commits once, then answers every request in
-//! the batch. Deduplication lives here too: each event claims its dedup key in the `dedup`
-//! table, so a retried event is a no-op that is reported back as a duplicate. Events are stored
+//! the batch. Deduplication lives here too: each event claims its dedup key (`dedup.rs`), so a
+//! retried event is a no-op that is reported back as a duplicate. Events are stored
 //! in chunk rows (`schema.rs`), and lookups by field go through a derived index (`index.rs`)
 //! built after the acknowledgement.
 //!
@@ -13,6 +13,7 @@
 //! disk fails it fails with [`JournalError::Storage`]. Callers turn both into `503`, never `200`.
 
 mod chunks;
+mod dedup;
 mod index;
 mod query;
 mod schema;
@@ -190,6 +191,7 @@ impl Journal {
         };
         let conn = schema::open_writer(&path, config.cache_size.0).map_err(open_err(&path))?;
         let next_seq = schema::next_seq(&conn).map_err(open_err(&path))?;
+        let dedup = dedup::Dedup::load(&conn).map_err(open_err(&path))?;
         let committed = next_seq - 1;
         metrics.journal_seq(committed);
         if let Some(ms) = schema::last_received_ms(&conn).map_err(open_err(&path))? {
@@ -219,7 +221,7 @@ impl Journal {
             .spawn(move || indexer.run())
             .map_err(spawn_err)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let state = writer::Writer::new(conn, config, metrics, progress.clone(), next_seq);
+        let state = writer::Writer::new(conn, config, metrics, progress.clone(), next_seq, dedup);
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || state.run(rx))

@@ -7,7 +7,8 @@
 //! the same parser whenever they are read, so there is one definition of what an event says.
 //! The `events` view shows one row per event for people with a `sqlite3` shell.
 //!
-//! `dedup` holds one key per stored event (see `Event::dedup_key`) with that event's `seq`;
+//! `dedup` holds one key per stored event (see `Event::dedup_key`) with that event's `seq`,
+//! except the latest keys, which may still be in the writer's memory (see `dedup.rs`);
 //! retention drops a key together with its event, recomputing the keys from the chunks it
 //! deletes (an index on `seq` to find them cost 40 % of a commit's build time). Expiring keys by
 //! their own time prefix would drop the key of an event that is still stored whenever its
@@ -21,7 +22,9 @@ use rusqlite::{Connection, OptionalExtension};
 /// Bumped whenever the tables change; `open_writer` refuses a journal from a newer version.
 /// Version 2: dedup keys lead with (time, `MessageID`) instead of (time, hash), see
 /// [`rebuild_dedup_keys`]; and no index on `dedup.seq`, see `chunks::expired`.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 3: the keys of the latest events may be missing from `dedup`; `meta.dedup_seq` says
+/// from where they are recomputed (see `dedup.rs`). An older release would not know to.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS chunks (
@@ -91,6 +94,8 @@ pub fn open_writer(path: &Path, cache_bytes: u64) -> rusqlite::Result<Connection
             tx.execute_batch("DROP INDEX IF EXISTS dedup_seq")?;
             rebuild_dedup_keys(&tx)?;
         }
+        // Up to here, every stored event's key is in the table.
+        super::dedup::set_swept_seq(&tx, next_seq(&tx)? - 1)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -105,7 +110,7 @@ fn rebuild_dedup_keys(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM dedup", [])?;
     let mut insert = conn.prepare("INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)")?;
     let mut rebuilt = 0u64;
-    super::chunks::each_event(conn, |seq, event| {
+    super::chunks::each_event(conn, 0, |seq, event| {
         insert.execute(rusqlite::params![&event.dedup_key()[..], seq])?;
         rebuilt += 1;
         Ok(())

@@ -6,8 +6,8 @@
 //! back, the sequence numbers it would have used are given back, and every request in it gets
 //! the error: none of them is acknowledged.
 //!
-//! Within the transaction each event first claims its dedup key; the new ones get the next
-//! sequence numbers and are appended, in order, to chunk rows (see `chunks.rs`).
+//! Within the transaction each event first claims its dedup key (see `dedup.rs`); the new ones
+//! get the next sequence numbers and are appended, in order, to chunk rows (see `chunks.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 
+use super::dedup::{DIRECT_CLAIM_EVENTS, Dedup};
 use super::{
     AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
     RETENTION_EVENTS, RETENTION_TICK,
@@ -27,6 +28,7 @@ pub struct Writer {
     progress: Arc<Progress>,
     /// The `seq` the next stored event gets. Advanced only when a commit succeeds.
     next_seq: i64,
+    dedup: Dedup,
     max_batch_events: usize,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -40,11 +42,13 @@ impl Writer {
         metrics: Arc<Metrics>,
         progress: Arc<Progress>,
         next_seq: i64,
+        dedup: Dedup,
     ) -> Writer {
         Writer {
             conn,
             progress,
             next_seq,
+            dedup,
             max_batch_events: config.max_batch_events.max(1),
             retention: config.retention.0,
             metrics,
@@ -90,6 +94,7 @@ impl Writer {
                 self.commit_batch(batch);
             }
             if stopping {
+                self.final_sweep();
                 break;
             }
             if Instant::now() >= self.next_retention {
@@ -102,10 +107,11 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<Command>) {
         let started = Instant::now();
         let events: usize = batch.iter().map(Command::weight).sum();
-        let result = write_all(&mut self.conn, &batch, self.next_seq);
+        let result = write_all(&mut self.conn, &mut self.dedup, &batch, self.next_seq);
         let elapsed = started.elapsed();
         match result {
             Ok((outcomes, next_seq)) => {
+                self.dedup.committed();
                 self.metrics.journal_commit(elapsed, events);
                 if next_seq > self.next_seq {
                     self.next_seq = next_seq;
@@ -127,6 +133,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.dedup.rolled_back();
                 let message = describe(&e);
                 self.metrics.journal_commit_failed();
                 tracing::error!(error = %message, requests = batch.len(), events, "journal commit failed; the batch is answered 503");
@@ -151,14 +158,32 @@ impl Writer {
         }
     }
 
+    /// On a graceful stop, puts the in-memory dedup keys into the table, so that the next start
+    /// has none to recompute. If it fails, the next start recomputes them: nothing is lost.
+    fn final_sweep(&mut self) {
+        let last_seq = self.next_seq - 1;
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            self.dedup.before_commit(&tx, last_seq, true)?;
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => self.dedup.committed(),
+            Err(e) => {
+                self.dedup.rolled_back();
+                tracing::warn!(error = %describe(&e), "could not write the dedup keys held in memory; the next start recomputes them");
+            }
+        }
+    }
+
     /// Deletes at most one batch of expired rows, in its own short transaction, so retention
     /// never holds the write lock long enough to stall ingest. Receive time grows with `seq`,
     /// so each step looks only at the oldest rows: its cost does not grow with the journal.
     fn retention_step(&mut self) {
         let cutoff = super::now_ms() - self.retention.as_millis() as i64;
         let next_seq = self.next_seq;
-        // Returns (events and quarantined bodies deleted, whether any row at all was deleted).
-        let result = (|| -> rusqlite::Result<(usize, bool)> {
+        // Returns (events and quarantined bodies deleted, the expired chunks).
+        let result = (|| -> rusqlite::Result<(usize, Vec<super::chunks::ExpiredChunk>)> {
             let tx = self.conn.transaction()?;
             // A dedup key lives exactly as long as its event: the keys are recomputed from the
             // chunks about to go, and deleted one by one (see `chunks::expired`).
@@ -198,10 +223,12 @@ impl Writer {
                 params![cutoff, RETENTION_BATCH as i64],
             )?;
             tx.commit()?;
-            Ok((events + quarantined, !expired.is_empty() || quarantined > 0))
+            Ok((events + quarantined, expired))
         })();
         match result {
-            Ok((deleted, true)) => {
+            Ok((deleted, expired)) if deleted > 0 => {
+                self.dedup
+                    .forget(expired.into_iter().flat_map(|chunk| chunk.keys));
                 tracing::debug!(deleted, "retention deleted expired rows");
                 self.metrics.retention_deleted(deleted);
                 // More may be waiting: come back after the next batch, not after a full tick.
@@ -233,21 +260,22 @@ impl Command {
 /// command's outcome and the `seq` the next event will get.
 fn write_all(
     conn: &mut Connection,
+    dedup: &mut Dedup,
     batch: &[Command],
     next_seq: i64,
 ) -> rusqlite::Result<(Vec<AppendOutcome>, i64)> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut chunks = ChunkBuilder::new(next_seq);
     let mut outcomes = Vec::with_capacity(batch.len());
+    let direct = batch.iter().map(Command::weight).sum::<usize>() >= DIRECT_CLAIM_EVENTS;
     {
-        let mut claim = tx.prepare_cached(CLAIM_KEY)?;
+        let mut claimer = dedup.claimer(&tx, direct)?;
         for command in batch {
             match command {
                 Command::Append(append, _) => {
                     let mut seqs = Vec::with_capacity(append.events.len());
                     for new in &append.events {
-                        let fresh =
-                            claim.execute(params![&new.dedup_key[..], chunks.next_seq])? == 1;
+                        let fresh = claimer.claim(&new.dedup_key, chunks.next_seq)?;
                         let raw = append.body.get(new.range.clone()).unwrap_or_default();
                         seqs.push(
                             fresh
@@ -271,12 +299,10 @@ fn write_all(
         }
     }
     let next_seq = chunks.finish(&tx)?;
+    dedup.before_commit(&tx, next_seq - 1, false)?;
     tx.commit()?;
     Ok((outcomes, next_seq))
 }
-
-/// Claims an event's dedup key for the `seq` it will get; one changed row means it is new.
-const CLAIM_KEY: &str = "INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)";
 
 /// Deletes an expired event's key; the `seq` check leaves a key that belongs to another event.
 const DELETE_KEY: &str = "DELETE FROM dedup WHERE key = ?1 AND seq = ?2";
