@@ -17,8 +17,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::event::Brief;
 
-/// Rows the indexer takes from the journal per transaction.
-const INDEX_BATCH: usize = 20_000;
+/// Rows the indexer takes from the journal per transaction. Lookup keys are hashes, so a burst's
+/// sorted inserts land all over the tree: the more rows per burst, the more entries each leaf
+/// write carries. Under 100-event batches, 100,000 rows per burst ingested 304,000–318,000
+/// events/s against 283,000–311,000 with 20,000, measured in alternation; the burst's entries
+/// take about 8 MB while it is built.
+const INDEX_BATCH: usize = 100_000;
 /// How often entries pointing below the journal's oldest `seq` (expired by retention) are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
