@@ -22,8 +22,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::event::DedupKey;
 
 /// How many in-memory keys trigger a sweep into the table. Sweeping 8,192 keys takes about
-/// 4 ms once (measured under single events), against a handful of 16 KiB leaves rewritten per commit without it; it
-/// bounds the memory (about 50 bytes a key) and the work of a restart (one parse per key).
+/// 4 ms once (measured under single events), against a handful of 16 KiB leaves rewritten per
+/// commit without it. It bounds the memory (about 50 bytes a key) and the work of a restart
+/// (one parse per key).
 pub const SWEEP_KEYS: usize = 8192;
 
 /// A commit of at least this many events writes its keys straight into the table.
