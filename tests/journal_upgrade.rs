@@ -30,18 +30,24 @@ fn schema_1_key(raw: &Value) -> Vec<u8> {
     key
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
+/// A server that stored `body` (the 9 events of the mixed batch) and was stopped gracefully; its
+/// data dir stays until it is dropped.
+async fn stored_then_stopped(body: &[u8]) -> Server {
     let mut old = Server::start();
-    let body = fixture("v2/mixed-batch.json");
-    let (status, text) = old.post("/webhooks/mailjet", body.clone()).await;
+    let (status, text) = old.post("/webhooks/mailjet", body.to_vec()).await;
     assert_eq!(status, 200, "{text}");
-    let old = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         assert!(old.terminate().success());
         old
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
+    let body = fixture("v2/mixed-batch.json");
+    let old = stored_then_stopped(&body).await;
 
     // Rewrite the journal as schema 1 left it: its keys and its version.
     let conn = rusqlite::Connection::open(old.data_dir.join("journal.sqlite3")).unwrap();
@@ -100,16 +106,8 @@ async fn a_schema_1_journal_is_upgraded_and_still_recognises_its_events() {
 /// the first start recomputes nothing and still recognises every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_2_journal_is_upgraded_with_every_key_in_the_table() {
-    let mut old = Server::start();
     let body = fixture("v2/mixed-batch.json");
-    let (status, text) = old.post("/webhooks/mailjet", body.clone()).await;
-    assert_eq!(status, 200, "{text}");
-    let old = tokio::task::spawn_blocking(move || {
-        assert!(old.terminate().success());
-        old
-    })
-    .await
-    .unwrap();
+    let old = stored_then_stopped(&body).await;
 
     // As schema 2 left it: every key in the table, no `dedup_seq`.
     let conn = rusqlite::Connection::open(old.data_dir.join("journal.sqlite3")).unwrap();
