@@ -26,11 +26,26 @@ const INDEX_BATCH: usize = 100_000;
 /// How often entries pointing below the journal's oldest `seq` (expired by retention) are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
+/// Entries lead with `seq >> PART_BITS`: the table is a run of partitions of 65,536 events
+/// each, in `seq` order, with the hashed keys sorted inside each. A burst of new entries then
+/// lands in the newest one or two partitions, and rewrites their leaves only. With the hash
+/// first, a burst's entries were spread over the whole table, so the pages a burst rewrote grew
+/// with the index, up to all of it once the journal held a few million events. A lookup seeks
+/// once per partition, newest first, until it has a page (a 30-day journal of 30 million events
+/// has about 460). Retention drops whole partitions.
+pub const PART_BITS: u32 = 16;
+
+/// The partition an entry of event `seq` belongs to.
+pub fn part_of(seq: i64) -> i64 {
+    seq >> PART_BITS
+}
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS lookup (
-    k   INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (k, seq)
+    part INTEGER NOT NULL,
+    k    INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (part, k, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -108,13 +123,50 @@ impl LookupKey {
 
 /// Opens (or creates) the index file. `synchronous=NORMAL`: losing the last index transactions
 /// in a power cut only means re-indexing them from the journal, which holds the truth.
+/// An index with the older layout (no `part` column) is deleted, file and all, and rebuilt
+/// from the journal in the background, as if it had been deleted by hand.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open_file(path)?;
+    let unpartitioned: bool = conn.query_row(
+        "SELECT count(*) = 1 FROM sqlite_schema WHERE name = 'lookup' \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('lookup') WHERE name = 'part')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !unpartitioned {
+        conn.execute_batch(SCHEMA)?;
+        return Ok(conn);
+    }
+    drop(conn);
+    tracing::info!(path = %path.display(), "the lookup index has an older layout: rebuilding it from the journal");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!(
+                        "cannot delete the old lookup index {}: {e}",
+                        path.display()
+                    )),
+                ));
+            }
+        }
+    }
+    let conn = open_file(path)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn open_file(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -8192)?;
-    conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
 
@@ -202,13 +254,13 @@ impl Indexer {
         let from = self.progress.indexed.load(Ordering::Acquire);
         // Sorted inserts walk the B-tree once from left to right instead of touching a random
         // page per entry: several times less work for the same rows.
-        let mut entries: Vec<(i64, i64)> = Vec::new();
+        let mut entries: Vec<(i64, i64, i64)> = Vec::new();
         let last = super::chunks::forward_briefs(&self.journal, from, INDEX_BATCH, |events| {
             for tailed in events {
                 entries.extend(
                     LookupKey::of(&tailed.brief)
                         .iter()
-                        .map(|key| (key.hash(), tailed.seq)),
+                        .map(|key| (part_of(tailed.seq), key.hash(), tailed.seq)),
                 );
             }
         })?;
@@ -219,10 +271,11 @@ impl Indexer {
         entries.dedup();
         let tx = self.index.transaction()?;
         {
-            let mut insert =
-                tx.prepare_cached("INSERT OR IGNORE INTO lookup (k, seq) VALUES (?1, ?2)")?;
-            for (k, seq) in &entries {
-                insert.execute(params![k, seq])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO lookup (part, k, seq) VALUES (?1, ?2, ?3)",
+            )?;
+            for (part, k, seq) in &entries {
+                insert.execute(params![part, k, seq])?;
             }
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('indexed_seq', ?1) \
@@ -235,7 +288,9 @@ impl Indexer {
         Ok((last - from) as usize)
     }
 
-    /// Drops entries whose events retention has deleted.
+    /// Drops the partitions whose events retention has all deleted. Entries of deleted events
+    /// in the oldest partition still in use stay until it goes; a lookup skips them, since it
+    /// reads every event it is pointed at.
     fn purge_expired(&mut self) -> rusqlite::Result<()> {
         let oldest: Option<i64> =
             self.journal
@@ -243,7 +298,7 @@ impl Indexer {
         let below = oldest.unwrap_or_else(|| self.progress.indexed.load(Ordering::Acquire) + 1);
         let deleted = self
             .index
-            .execute("DELETE FROM lookup WHERE seq < ?1", [below])?;
+            .execute("DELETE FROM lookup WHERE part < ?1", [part_of(below)])?;
         if deleted > 0 {
             tracing::debug!(deleted, "purged lookup entries of expired events");
         }
@@ -255,6 +310,100 @@ impl Indexer {
 mod tests {
     use super::*;
     use crate::event::parse_event;
+
+    /// A journal whose one chunk holds `count` events from `first_seq` on, all to
+    /// `a@example.com`, indexed by one indexer step; and a reader with the index attached, as
+    /// the query API has it.
+    fn indexed_journal(first_seq: i64, count: i64) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_path = dir.path().join("journal.sqlite3");
+        let index_path = dir.path().join("index.sqlite3");
+        let journal = crate::journal::schema::open_writer(&journal_path, 1 << 20).unwrap();
+        let events: Vec<String> = (0..count)
+            .map(|i| {
+                format!(
+                    r#"{{"event":"open","time":1,"MessageID":{},"email":"a@example.com"}}"#,
+                    1000 + i
+                )
+            })
+            .collect();
+        journal
+            .execute(
+                "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
+                params![first_seq, count, format!("[{}]", events.join(","))],
+            )
+            .unwrap();
+        let progress = Arc::new(Progress::default());
+        progress.indexed.store(first_seq - 1, Ordering::Release);
+        let mut indexer = Indexer {
+            journal: crate::journal::schema::open_reader(&journal_path).unwrap(),
+            index: open(&index_path).unwrap(),
+            progress,
+        };
+        assert_eq!(indexer.step().unwrap(), count as usize);
+        let reader = crate::journal::schema::open_reader(&journal_path).unwrap();
+        reader
+            .execute("ATTACH DATABASE ?1 AS idx", [index_path.to_string_lossy()])
+            .unwrap();
+        (dir, reader)
+    }
+
+    #[test]
+    fn a_lookup_pages_newest_first_across_partitions() {
+        // Seqs 65,236 to 65,935: partitions 0 and 1, and more than one round of 500 candidates.
+        let first = (1 << PART_BITS) - 300;
+        let (_dir, reader) = indexed_journal(first, 700);
+        let page = |limit, before| {
+            let filter = crate::journal::EventFilter {
+                email: Some("a@example.com".into()),
+                limit,
+                before,
+                ..Default::default()
+            };
+            let page = crate::journal::query::events(&reader, &filter).unwrap();
+            let seqs: Vec<i64> = page.events.iter().map(|e| e.seq).collect();
+            (seqs, page.next_cursor)
+        };
+        let (all, cursor) = page(1000, None);
+        assert_eq!(all, (first..first + 700).rev().collect::<Vec<_>>());
+        assert_eq!(cursor, None);
+        let (newest, cursor) = page(600, None);
+        assert_eq!(newest, all[..600]);
+        let (rest, cursor) = page(600, cursor.map(|c| c.parse().unwrap()));
+        assert_eq!(rest, all[600..]);
+        assert_eq!(cursor, None);
+        let (none, _) = page(10, Some(first));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn an_index_with_the_unpartitioned_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite3");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE lookup (k INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (k, seq)) WITHOUT ROWID;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO lookup VALUES (1, 1);
+             INSERT INTO meta VALUES ('indexed_seq', 1);",
+        )
+        .unwrap();
+        drop(old);
+        let conn = open(&path).unwrap();
+        assert_eq!(
+            indexed_seq(&conn, 1).unwrap(),
+            0,
+            "indexed again from the start"
+        );
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('lookup')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(columns, ["part", "k", "seq"]);
+    }
 
     #[test]
     fn every_findable_field_gets_a_key_and_empty_ones_do_not() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::chunks::{self, StoredRaw};
-use super::index::LookupKey;
+use super::index::{LookupKey, part_of};
 use crate::event::{Event, parse_event};
 
 /// The most rows one page may hold.
@@ -160,18 +160,38 @@ fn scan_candidates(conn: &Connection, below: i64) -> rusqlite::Result<Candidates
     Ok(Candidates { rows, next_below })
 }
 
-/// The next events the lookup index points at, newest first. An entry whose event retention
-/// has deleted is skipped by `by_seqs`.
+/// The next events the lookup index points at, newest first: one seek per partition, from the
+/// one holding `below - 1` down, until a round is full. An entry whose event retention has
+/// deleted is skipped by `by_seqs`.
 fn lookup_candidates(conn: &Connection, k: i64, below: i64) -> rusqlite::Result<Candidates> {
-    let seqs = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq FROM idx.lookup WHERE k = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-        )?;
-        stmt.query_map(rusqlite::params![k, below, CHUNK as i64], |r| {
-            r.get::<_, i64>(0)
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
+    let bound = |sql: &str| -> rusqlite::Result<Option<i64>> {
+        conn.prepare_cached(sql)?.query_row([], |r| r.get(0))
     };
+    let (Some(lowest), Some(highest)) = (
+        bound("SELECT min(part) FROM idx.lookup")?,
+        bound("SELECT max(part) FROM idx.lookup")?,
+    ) else {
+        return Ok(Candidates {
+            rows: Vec::new(),
+            next_below: None,
+        });
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq FROM idx.lookup WHERE part = ?1 AND k = ?2 AND seq < ?3 \
+         ORDER BY seq DESC LIMIT ?4",
+    )?;
+    let mut seqs = Vec::new();
+    let mut part = part_of(below.saturating_sub(1)).min(highest);
+    while part >= lowest && seqs.len() < CHUNK {
+        let wanted = (CHUNK - seqs.len()) as i64;
+        let found = stmt.query_map(rusqlite::params![part, k, below, wanted], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        for seq in found {
+            seqs.push(seq?);
+        }
+        part -= 1;
+    }
     let next_below = (seqs.len() == CHUNK)
         .then(|| seqs.last().copied())
         .flatten();
