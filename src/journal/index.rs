@@ -2,11 +2,12 @@
 //!
 //! It is derived data, built after the acknowledgement so that it stays off the ingest path. A
 //! separate thread tails the journal by `seq`, every half second or when a query is waiting for
-//! it, and writes `(key hash, seq)` pairs into its own SQLite file, `index.sqlite3`, with its own
-//! write lock, so it never holds up a journal commit. Its progress (`indexed_seq`) is committed in the same transaction as its rows, so after
-//! a crash it resumes exactly where it stopped. Delete the file and it is rebuilt from the
-//! journal. Queries wait (briefly) for the index to reach the journal's last commit, so a reader
-//! sees its own writes.
+//! it, and writes `(partition, key hash, seq)` entries (see [`PART_BITS`]) into its own SQLite
+//! file, `index.sqlite3`, with its own write lock, so it never holds up a journal commit. Its
+//! progress (`indexed_seq`) is committed in the same transaction as its rows, so after a crash it
+//! resumes exactly where it stopped. Delete the file and it is rebuilt from the journal. Queries
+//! wait (briefly) for the index to reach the journal's last commit, so a reader sees its own
+//! writes.
 
 use std::path::Path;
 use std::sync::Arc;
