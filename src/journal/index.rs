@@ -146,13 +146,10 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!(
-                        "cannot delete the old lookup index {}: {e}",
-                        path.display()
-                    )),
-                ));
+                return Err(super::schema::refuse(format!(
+                    "cannot delete the old lookup index {}: {e}",
+                    path.display()
+                )));
             }
         }
     }

@@ -162,7 +162,7 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// An open-time refusal with our own message, in rusqlite's error type.
-fn refuse(message: String) -> rusqlite::Error {
+pub(super) fn refuse(message: String) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
         Some(message),
