@@ -377,18 +377,7 @@ mod tests {
 
     fn journal_with(chunks: &[(i64, &str)]) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn =
-            crate::journal::schema::open_writer(&dir.path().join("j.sqlite3"), 1 << 20).unwrap();
-        for (first, events) in chunks {
-            let count = serde_json::from_str::<Vec<&RawValue>>(events)
-                .unwrap()
-                .len() as i64;
-            conn.execute(
-                "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
-                params![first, count, events],
-            )
-            .unwrap();
-        }
+        let conn = crate::journal::test_journal(dir.path(), chunks);
         (dir, conn)
     }
 

@@ -194,11 +194,15 @@ pub fn set_swept_seq(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
-    fn journal() -> (tempfile::TempDir, Connection) {
+    /// A journal holding `chunks` (see `journal::test_journal`).
+    fn journal_with(chunks: &[(i64, &str)]) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn =
-            crate::journal::schema::open_writer(&dir.path().join("j.sqlite3"), 1 << 20).unwrap();
+        let conn = crate::journal::test_journal(dir.path(), chunks);
         (dir, conn)
+    }
+
+    fn journal() -> (tempfile::TempDir, Connection) {
+        journal_with(&[])
     }
 
     /// The key of `{"event":"sent","time":1,"MessageID":id,"email":"a@example.com"}`.
@@ -309,17 +313,12 @@ mod tests {
 
     #[test]
     fn load_recomputes_the_keys_stored_after_the_sweep() {
-        let (_dir, conn) = journal();
         let events: Vec<String> = (1..=4)
             .map(|id| {
                 format!(r#"{{"event":"sent","time":1,"MessageID":{id},"email":"a@example.com"}}"#)
             })
             .collect();
-        conn.execute(
-            "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (1, 4, 0, ?1)",
-            [format!("[{}]", events.join(","))],
-        )
-        .unwrap();
+        let (_dir, conn) = journal_with(&[(1, &format!("[{}]", events.join(",")))]);
         conn.execute(
             "INSERT INTO dedup (key, seq) VALUES (?1, 1), (?2, 2)",
             params![&key(1)[..], &key(2)[..]],

@@ -317,7 +317,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal_path = dir.path().join("journal.sqlite3");
         let index_path = dir.path().join("index.sqlite3");
-        let journal = crate::journal::schema::open_writer(&journal_path, 1 << 20).unwrap();
         let events: Vec<String> = (0..count)
             .map(|i| {
                 format!(
@@ -326,12 +325,10 @@ mod tests {
                 )
             })
             .collect();
-        journal
-            .execute(
-                "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
-                params![first_seq, count, format!("[{}]", events.join(","))],
-            )
-            .unwrap();
+        crate::journal::test_journal(
+            dir.path(),
+            &[(first_seq, &format!("[{}]", events.join(",")))],
+        );
         let progress = Arc::new(Progress::default());
         progress.indexed.store(first_seq - 1, Ordering::Release);
         let mut indexer = Indexer {

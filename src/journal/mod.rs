@@ -334,6 +334,24 @@ impl Journal {
     }
 }
 
+/// Test support: creates `dir/journal.sqlite3` with the current schema and stores `chunks`, each
+/// `(first_seq, JSON array of event objects)`, as chunk rows received at time 0.
+#[cfg(test)]
+pub(crate) fn test_journal(dir: &Path, chunks: &[(i64, &str)]) -> Connection {
+    let conn = schema::open_writer(&dir.join("journal.sqlite3"), 1 << 20).unwrap();
+    for (first, events) in chunks {
+        let count = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(events)
+            .unwrap()
+            .len() as i64;
+        conn.execute(
+            "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
+            rusqlite::params![first, count, events],
+        )
+        .unwrap();
+    }
+    conn
+}
+
 /// Milliseconds since the Unix epoch, the journal's receive-time unit.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -312,32 +312,12 @@ mod tests {
     use super::*;
     use crate::metrics::MetricsConfig;
 
-    /// A journal holding `chunks` as `(first_seq, events)`; only the table the pipeline reads.
-    fn journal(dir: &Path, chunks: &[(i64, &str)]) {
-        let conn = rusqlite::Connection::open(dir.join("journal.sqlite3")).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE chunks (first_seq INTEGER PRIMARY KEY, count INTEGER NOT NULL,
-                 received_at_ms INTEGER NOT NULL, events TEXT NOT NULL);",
-        )
-        .unwrap();
-        for (first, events) in chunks {
-            let count = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(events)
-                .unwrap()
-                .len() as i64;
-            conn.execute(
-                "INSERT INTO chunks (first_seq, count, received_at_ms, events) VALUES (?1, ?2, 0, ?3)",
-                rusqlite::params![first, count, events],
-            )
-            .unwrap();
-        }
-    }
-
     /// The newest chunk holds only events that no longer parse (a parser change): the pipeline
     /// logs them and moves past them, instead of reading that chunk again forever.
     #[test]
     fn a_last_chunk_that_no_longer_parses_is_passed_over() {
         let dir = tempfile::tempdir().unwrap();
-        journal(
+        crate::journal::test_journal(
             dir.path(),
             &[
                 (
