@@ -11,6 +11,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -62,12 +63,6 @@ async fn handle(state: &AppState, request: Request) -> Response {
             return response;
         }
     };
-    let route = parts.uri.path().to_string();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
 
     let mut append = Append::default();
     let mut kinds = Vec::new();
@@ -81,14 +76,9 @@ async fn handle(state: &AppState, request: Request) -> Response {
                 .into_response();
         }
         SplitBody::Invalid(reason) => {
-            append.quarantine.push(quarantine(
-                state,
-                &reason,
-                &route,
-                &content_type,
-                &bytes,
-                received_at_ms,
-            ));
+            append
+                .quarantine
+                .push(quarantine(state, &reason, &parts, &bytes, received_at_ms));
         }
         SplitBody::Items(items) => {
             append.events.reserve(items.len());
@@ -113,8 +103,7 @@ async fn handle(state: &AppState, request: Request) -> Response {
                         append.quarantine.push(quarantine(
                             state,
                             &reason,
-                            &route,
-                            &content_type,
+                            &parts,
                             raw.as_bytes(),
                             received_at_ms,
                         ));
@@ -161,21 +150,26 @@ async fn handle(state: &AppState, request: Request) -> Response {
     }
 }
 
-/// Builds the quarantine row for `bytes`, cut to the configured size.
+/// Builds the quarantine row for `bytes`, cut to the configured size. The route and the
+/// content type are copied from `parts` here, not for every request.
 fn quarantine(
     state: &AppState,
     reason: &str,
-    route: &str,
-    content_type: &Option<String>,
+    parts: &Parts,
     bytes: &[u8],
     received_at_ms: i64,
 ) -> NewQuarantine {
+    let route = parts.uri.path();
     tracing::warn!(%route, reason, len = bytes.len(), "webhook body quarantined");
     let keep = bytes.len().min(state.quarantine_max_body);
     NewQuarantine {
         reason: reason.to_string(),
         route: route.to_string(),
-        content_type: content_type.clone(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         body: bytes[..keep].to_vec(),
         original_len: bytes.len(),
         received_at_ms,
