@@ -36,8 +36,9 @@ const DEDUP_SEQ: &str = "dedup_seq";
 #[derive(Debug, Default)]
 pub struct Dedup {
     /// Key → `seq` of every stored event above `dedup_seq` (plus those claimed in the open
-    /// transaction).
-    recent: HashMap<DedupKey, i64>,
+    /// transaction). foldhash, as in the windows: a key is looked up for every event, and SipHash
+    /// showed in the writer's profile. Its seed is random per process, like SipHash's.
+    recent: HashMap<DedupKey, i64, foldhash::fast::RandomState>,
     /// Keys claimed in the open transaction: they leave `recent` again if it rolls back.
     staged: Vec<DedupKey>,
     /// Whether the open transaction swept `recent` into the table: if it commits, `recent` is
