@@ -263,6 +263,29 @@ async fn invalid_bodies_are_quarantined_not_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_body_keeps_its_route_and_content_type() {
+    let server = Server::start();
+    let answer = client()
+        .post(server.url("/webhooks/mailjet/bounce"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(fixture("invalid/form-encoded.txt"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(server.post("/webhooks/mailjet", "[1]").await.0, 200);
+
+    let page = server.get_json("/api/v1/quarantine").await;
+    let rows = page["quarantined"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{page}");
+    // Newest first: the batch element, then the form body.
+    assert_eq!(rows[0]["route"], "/webhooks/mailjet");
+    assert_eq!(rows[0]["content_type"], Value::Null, "{}", rows[0]);
+    assert_eq!(rows[1]["route"], "/webhooks/mailjet/bounce");
+    assert_eq!(rows[1]["content_type"], "application/x-www-form-urlencoded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_quarantined_body_is_cut_and_400_is_configurable() {
     let server = Server::start_with(
         Options::default()
