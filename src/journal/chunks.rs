@@ -375,15 +375,9 @@ impl Tail {
 mod tests {
     use super::*;
 
-    fn journal_with(chunks: &[(i64, &str)]) -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::journal::test_journal(dir.path(), chunks);
-        (dir, conn)
-    }
-
     #[test]
     fn forward_walks_across_chunks_from_any_seq() {
-        let (_dir, conn) = journal_with(&[
+        let (_dir, conn) = crate::journal::test_journal_in_tempdir(&[
             (
                 1,
                 r#"[{"event":"sent","MessageID":1},{"event":"sent","MessageID":2}]"#,
@@ -420,7 +414,7 @@ mod tests {
 
     #[test]
     fn an_event_that_no_longer_parses_is_skipped_alone() {
-        let (_dir, conn) = journal_with(&[(
+        let (_dir, conn) = crate::journal::test_journal_in_tempdir(&[(
             1,
             r#"[{"event":"sent","MessageID":1},{"time":"x"},{"event":"open","MessageID":3}]"#,
         )]);
@@ -434,7 +428,7 @@ mod tests {
 
     #[test]
     fn briefs_come_a_whole_chunk_at_a_time_from_any_seq() {
-        let (_dir, conn) = journal_with(&[
+        let (_dir, conn) = crate::journal::test_journal_in_tempdir(&[
             (
                 1,
                 r#"[{"event":"sent","MessageID":1},{"event":"sent","MessageID":2}]"#,
@@ -473,7 +467,7 @@ mod tests {
 
     #[test]
     fn expired_chunks_stop_at_the_cutoff_and_the_event_budget() {
-        let (_dir, conn) = journal_with(&[
+        let (_dir, conn) = crate::journal::test_journal_in_tempdir(&[
             (
                 1,
                 r#"[{"event":"sent","time":5,"MessageID":1},{"time":"x"}]"#,
@@ -512,7 +506,8 @@ mod tests {
 
     #[test]
     fn a_chunk_whose_events_all_fail_to_parse_is_still_passed() {
-        let (_dir, conn) = journal_with(&[(1, r#"[{"time":"x"},{"nope":1}]"#)]);
+        let (_dir, conn) =
+            crate::journal::test_journal_in_tempdir(&[(1, r#"[{"time":"x"},{"nope":1}]"#)]);
         let mut seen = 0;
         let last = forward_briefs(&conn, 0, 10, |events| seen += events.len()).unwrap();
         assert_eq!((seen, last), (0, Some(2)));

@@ -195,15 +195,8 @@ pub fn set_swept_seq(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
-    /// A journal holding `chunks` (see `journal::test_journal`).
-    fn journal_with(chunks: &[(i64, &str)]) -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::journal::test_journal(dir.path(), chunks);
-        (dir, conn)
-    }
-
     fn journal() -> (tempfile::TempDir, Connection) {
-        journal_with(&[])
+        crate::journal::test_journal_in_tempdir(&[])
     }
 
     /// The key of `{"event":"sent","time":1,"MessageID":id,"email":"a@example.com"}`.
@@ -319,7 +312,8 @@ mod tests {
                 format!(r#"{{"event":"sent","time":1,"MessageID":{id},"email":"a@example.com"}}"#)
             })
             .collect();
-        let (_dir, conn) = journal_with(&[(1, &format!("[{}]", events.join(",")))]);
+        let (_dir, conn) =
+            crate::journal::test_journal_in_tempdir(&[(1, &format!("[{}]", events.join(",")))]);
         conn.execute(
             "INSERT INTO dedup (key, seq) VALUES (?1, 1), (?2, 2)",
             params![&key(1)[..], &key(2)[..]],

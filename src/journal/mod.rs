@@ -352,6 +352,15 @@ pub(crate) fn test_journal(dir: &Path, chunks: &[(i64, &str)]) -> Connection {
     conn
 }
 
+/// Test support: [`test_journal`] in a fresh temporary directory, which lives as long as the
+/// returned `TempDir`.
+#[cfg(test)]
+pub(crate) fn test_journal_in_tempdir(chunks: &[(i64, &str)]) -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = test_journal(dir.path(), chunks);
+    (dir, conn)
+}
+
 /// Milliseconds since the Unix epoch, the journal's receive-time unit.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
