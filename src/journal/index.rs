@@ -310,25 +310,31 @@ mod tests {
     use super::*;
     use crate::event::parse_event;
 
-    /// A journal whose one chunk holds `count` events from `first_seq` on, all to
-    /// `a@example.com`, indexed by one indexer step; and a reader with the index attached, as
-    /// the query API has it.
-    fn indexed_journal(first_seq: i64, count: i64) -> (tempfile::TempDir, Connection) {
+    /// A journal holding one chunk per `(first_seq, count)`, its events all to `a@example.com`
+    /// (`MessageID` 1000 + `seq`), indexed by one indexer step; a reader with the index attached,
+    /// as the query API has it; and the indexer.
+    fn indexed_journal(chunks: &[(i64, i64)]) -> (tempfile::TempDir, Connection, Indexer) {
         let dir = tempfile::tempdir().unwrap();
         let journal_path = dir.path().join("journal.sqlite3");
         let index_path = dir.path().join("index.sqlite3");
-        let events: Vec<String> = (0..count)
-            .map(|i| {
-                format!(
-                    r#"{{"event":"open","time":1,"MessageID":{},"email":"a@example.com"}}"#,
-                    1000 + i
-                )
+        let arrays: Vec<(i64, String)> = chunks
+            .iter()
+            .map(|&(first_seq, count)| {
+                let events: Vec<String> = (first_seq..first_seq + count)
+                    .map(|seq| {
+                        format!(
+                            r#"{{"event":"open","time":1,"MessageID":{},"email":"a@example.com"}}"#,
+                            1000 + seq
+                        )
+                    })
+                    .collect();
+                (first_seq, format!("[{}]", events.join(",")))
             })
             .collect();
-        crate::journal::test_journal(
-            dir.path(),
-            &[(first_seq, &format!("[{}]", events.join(",")))],
-        );
+        let rows: Vec<(i64, &str)> = arrays.iter().map(|(f, a)| (*f, a.as_str())).collect();
+        crate::journal::test_journal(dir.path(), &rows);
+        let first_seq = chunks[0].0;
+        let total: i64 = chunks.iter().map(|c| c.1).sum();
         let progress = Arc::new(Progress::default());
         progress.indexed.store(first_seq - 1, Ordering::Release);
         let mut indexer = Indexer {
@@ -336,30 +342,33 @@ mod tests {
             index: open(&index_path).unwrap(),
             progress,
         };
-        assert_eq!(indexer.step().unwrap(), count as usize);
+        assert_eq!(indexer.step().unwrap(), total as usize);
         let reader = crate::journal::schema::open_reader(&journal_path).unwrap();
         reader
             .execute("ATTACH DATABASE ?1 AS idx", [index_path.to_string_lossy()])
             .unwrap();
-        (dir, reader)
+        (dir, reader, indexer)
+    }
+
+    /// The seqs a lookup by email finds, newest first.
+    fn found(reader: &Connection, limit: usize, before: Option<i64>) -> (Vec<i64>, Option<String>) {
+        let filter = crate::journal::EventFilter {
+            email: Some("a@example.com".into()),
+            limit,
+            before,
+            ..Default::default()
+        };
+        let page = crate::journal::query::events(reader, &filter).unwrap();
+        let seqs: Vec<i64> = page.events.iter().map(|e| e.seq).collect();
+        (seqs, page.next_cursor)
     }
 
     #[test]
     fn a_lookup_pages_newest_first_across_partitions() {
         // Seqs 65,236 to 65,935: partitions 0 and 1, and more than one round of 500 candidates.
         let first = (1 << PART_BITS) - 300;
-        let (_dir, reader) = indexed_journal(first, 700);
-        let page = |limit, before| {
-            let filter = crate::journal::EventFilter {
-                email: Some("a@example.com".into()),
-                limit,
-                before,
-                ..Default::default()
-            };
-            let page = crate::journal::query::events(&reader, &filter).unwrap();
-            let seqs: Vec<i64> = page.events.iter().map(|e| e.seq).collect();
-            (seqs, page.next_cursor)
-        };
+        let (_dir, reader, _indexer) = indexed_journal(&[(first, 700)]);
+        let page = |limit, before| found(&reader, limit, before);
         let (all, cursor) = page(1000, None);
         assert_eq!(all, (first..first + 700).rev().collect::<Vec<_>>());
         assert_eq!(cursor, None);
@@ -370,6 +379,37 @@ mod tests {
         assert_eq!(cursor, None);
         let (none, _) = page(10, Some(first));
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_purge_drops_only_the_partitions_whose_events_are_all_gone() {
+        // Partition 0 holds seqs up to 65,535; the three chunks end it and start partition 1.
+        let p1 = 1 << PART_BITS;
+        let (dir, reader, mut indexer) = indexed_journal(&[(p1 - 10, 10), (p1, 10), (p1 + 10, 10)]);
+        let entries = |index: &Connection, part: i64| -> i64 {
+            index
+                .query_row("SELECT count(*) FROM lookup WHERE part = ?1", [part], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        let in_partition_1 = entries(&indexer.index, 1);
+        assert!(entries(&indexer.index, 0) > 0 && in_partition_1 > 0);
+        // Retention deleted the first two chunks: all of partition 0, half of partition 1.
+        Connection::open(dir.path().join("journal.sqlite3"))
+            .unwrap()
+            .execute("DELETE FROM chunks WHERE first_seq < ?1", [p1 + 10])
+            .unwrap();
+        indexer.purge_expired().unwrap();
+        assert_eq!(entries(&indexer.index, 0), 0);
+        assert_eq!(
+            entries(&indexer.index, 1),
+            in_partition_1,
+            "partition 1 still has live events"
+        );
+        // The entries of its deleted events stay, and a lookup passes over them.
+        let (seqs, _) = found(&reader, 100, None);
+        assert_eq!(seqs, (p1 + 10..p1 + 20).rev().collect::<Vec<_>>());
     }
 
     #[test]
