@@ -246,10 +246,10 @@ pub struct ExpiredChunk {
 }
 
 /// The oldest chunks received before `cutoff_ms`, oldest first, until they hold `max_events`
-/// events (a chunk is taken whole, so a budget above 0 always takes at least one). Each comes with its events' dedup keys,
-/// recomputed from the stored JSON: that is how retention finds the keys to delete without an
-/// index on `seq`, which cost the writer 40 % of its time building a commit. Receive time grows
-/// with `seq`, so only the oldest rows are looked at.
+/// events (a chunk is taken whole, so a budget above 0 always takes at least one). Each comes
+/// with its events' dedup keys, recomputed from the stored JSON: that is how retention finds the
+/// keys to delete without an index on `seq`, which cost the writer 40 % of its time building a
+/// commit. Receive time grows with `seq`, so only the oldest rows are looked at.
 pub fn expired(
     conn: &Connection,
     cutoff_ms: i64,
