@@ -99,7 +99,9 @@ impl Dedup {
         }
         let mut keys: Vec<(&DedupKey, &i64)> = self.recent.iter().collect();
         // In key order, each leaf of the tree is written once, however many keys it takes.
-        keys.sort_unstable();
+        // Compared as integers: byte-wise comparisons of 8,192 keys (`memcmp` each time) were
+        // a tenth of the writer's instructions under single events.
+        keys.sort_unstable_by_key(|(key, _)| sort_order(key));
         let mut insert =
             conn.prepare_cached("INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)")?;
         for (key, seq) in keys {
@@ -141,6 +143,19 @@ impl Dedup {
     pub fn recent_len(&self) -> usize {
         self.recent.len()
     }
+}
+
+/// A number that orders keys as their bytes do, which is how the table's index orders them.
+fn sort_order(key: &DedupKey) -> (u128, u32) {
+    const _: () = assert!(
+        crate::event::DEDUP_KEY_LEN == 20,
+        "sort_order reads 16 + 4 bytes"
+    );
+    let mut head = [0u8; 16];
+    head.copy_from_slice(&key[..16]);
+    let mut tail = [0u8; 4];
+    tail.copy_from_slice(&key[16..]);
+    (u128::from_be_bytes(head), u32::from_be_bytes(tail))
 }
 
 /// Claims keys within one transaction, with its statement prepared once.
@@ -202,6 +217,21 @@ mod tests {
     /// The key of `{"event":"sent","time":1,"MessageID":id,"email":"a@example.com"}`.
     fn key(id: u64) -> DedupKey {
         crate::event::dedup_key("sent", Some(1), id, "a@example.com", "")
+    }
+
+    #[test]
+    fn the_sweep_order_is_the_byte_order_of_the_keys() {
+        // Keys that differ in the time, the message, the hash, and only in the last byte.
+        let mut keys: Vec<DedupKey> = (0..2000u64)
+            .map(|i| crate::event::dedup_key("open", Some((i % 7) as i64), i % 13, "a@b", ""))
+            .collect();
+        let mut last_byte = keys[0];
+        last_byte[19] ^= 1;
+        keys.push(last_byte);
+        let mut by_bytes = keys.clone();
+        by_bytes.sort_unstable();
+        keys.sort_unstable_by_key(sort_order);
+        assert_eq!(keys, by_bytes);
     }
 
     fn table_keys(conn: &Connection) -> i64 {
