@@ -92,7 +92,6 @@ async fn handle(state: &AppState, request: Request) -> Response {
     };
 
     let mut append = Append::default();
-    let mut kinds = Vec::new();
     match split_body(&bytes) {
         SplitBody::Empty => {
             state.metrics.empty_body();
@@ -109,7 +108,6 @@ async fn handle(state: &AppState, request: Request) -> Response {
         }
         SplitBody::Items(items) => {
             append.events.reserve(items.len());
-            kinds.reserve(items.len());
             for item in items {
                 match item {
                     BodyItem::Event {
@@ -123,8 +121,8 @@ async fn handle(state: &AppState, request: Request) -> Response {
                             range: start..start + raw.len(),
                             dedup_key,
                             received_at_ms,
+                            kind,
                         });
-                        kinds.push(kind);
                     }
                     BodyItem::Invalid { raw, reason } => {
                         append.quarantine.push(quarantine(
@@ -151,19 +149,11 @@ async fn handle(state: &AppState, request: Request) -> Response {
 
     let quarantined = append.quarantine.len();
     match state.journal.append(append).await {
+        // The writer has counted the stored events, duplicates and quarantined bodies.
         Ok(outcome) => {
-            let now = now_ms();
-            for (kind, seq) in kinds.iter().zip(&outcome.seqs) {
-                if seq.is_some() {
-                    state.metrics.stored(*kind, now);
-                }
-            }
-            let duplicates = outcome.duplicates();
-            state.metrics.duplicates(duplicates);
-            state.metrics.quarantined(quarantined);
             let receipt = Receipt {
-                stored: kinds.len() - duplicates,
-                duplicates,
+                stored: outcome.stored,
+                duplicates: outcome.duplicates,
                 quarantined,
             };
             let status = if quarantined > 0 && state.server.invalid_body_status == 400 {

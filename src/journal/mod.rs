@@ -95,6 +95,8 @@ pub struct NewEvent {
     /// Computed on the request's own task, so the single writer thread only writes.
     pub dedup_key: crate::event::DedupKey,
     pub received_at_ms: i64,
+    /// Counted by the writer once the event is committed.
+    pub kind: crate::event::EventKind,
 }
 
 /// A body, or one element of a body, that could not be read as an event.
@@ -126,17 +128,14 @@ impl Append {
     }
 }
 
-/// What became of each event of an [`Append`], in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What became of the events of an [`Append`]. The writer has counted them in the metrics
+/// (stored by kind, duplicates, quarantined) by the time the request gets this.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
-    /// `Some(seq)` for a newly stored event, `None` for a duplicate of one already stored.
-    pub seqs: Vec<Option<i64>>,
-}
-
-impl AppendOutcome {
-    pub fn duplicates(&self) -> usize {
-        self.seqs.iter().filter(|s| s.is_none()).count()
-    }
+    /// Events newly stored.
+    pub stored: usize,
+    /// Events already stored, by an earlier request or earlier in this one.
+    pub duplicates: usize,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, JournalError>>;

@@ -21,6 +21,7 @@ use super::{
     AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
     RETENTION_EVENTS, RETENTION_TICK,
 };
+use crate::event::EventKind;
 use crate::metrics::Metrics;
 
 pub struct Writer {
@@ -110,9 +111,12 @@ impl Writer {
         let result = write_all(&self.conn, &mut self.dedup, &batch, self.next_seq);
         let elapsed = started.elapsed();
         match result {
-            Ok((outcomes, next_seq)) => {
+            Ok((outcomes, tally, next_seq)) => {
                 self.dedup.committed();
                 self.metrics.journal_commit(elapsed, events);
+                self.metrics.committed(&tally.stored, super::now_ms());
+                self.metrics.duplicates(tally.duplicates);
+                self.metrics.quarantined(tally.quarantined);
                 if next_seq > self.next_seq {
                     self.next_seq = next_seq;
                     self.metrics.journal_seq(next_seq - 1);
@@ -253,34 +257,39 @@ impl Command {
 }
 
 /// Writes every command of the batch in one transaction and commits it. Returns each
-/// command's outcome and the `seq` the next event will get.
+/// command's outcome, what the commit holds for the metrics, and the `seq` the next event will
+/// get.
 fn write_all(
     conn: &Connection,
     dedup: &mut Dedup,
     batch: &[Command],
     next_seq: i64,
-) -> rusqlite::Result<(Vec<AppendOutcome>, i64)> {
+) -> rusqlite::Result<(Vec<AppendOutcome>, Tally, i64)> {
     let tx = ImmediateTx::begin(conn)?;
     let mut chunks = ChunkBuilder::new(next_seq);
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut tally = Tally::default();
     let direct = batch.iter().map(Command::weight).sum::<usize>() >= DIRECT_CLAIM_EVENTS;
     {
         let mut claimer = dedup.claimer(&tx, direct)?;
         for command in batch {
             match command {
                 Command::Append(append, _) => {
-                    let mut seqs = Vec::with_capacity(append.events.len());
+                    let mut outcome = AppendOutcome::default();
                     for new in &append.events {
-                        let fresh = claimer.claim(&new.dedup_key, chunks.next_seq)?;
-                        let raw = append.body.get(new.range.clone()).unwrap_or_default();
-                        seqs.push(
-                            fresh
-                                .then(|| chunks.push(&tx, raw, new.received_at_ms))
-                                .transpose()?,
-                        );
+                        if claimer.claim(&new.dedup_key, chunks.next_seq)? {
+                            let raw = append.body.get(new.range.clone()).unwrap_or_default();
+                            chunks.push(&tx, raw, new.received_at_ms)?;
+                            outcome.stored += 1;
+                            tally.stored[new.kind.index()] += 1;
+                        } else {
+                            outcome.duplicates += 1;
+                        }
                     }
                     insert_quarantine_rows(&tx, &append.quarantine)?;
-                    outcomes.push(AppendOutcome { seqs });
+                    tally.duplicates += outcome.duplicates;
+                    tally.quarantined += append.quarantine.len();
+                    outcomes.push(outcome);
                 }
                 Command::Probe(_) => {
                     tx.execute(
@@ -288,16 +297,24 @@ fn write_all(
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         [super::now_ms().to_string()],
                     )?;
-                    outcomes.push(AppendOutcome { seqs: Vec::new() });
+                    outcomes.push(AppendOutcome::default());
                 }
-                Command::Shutdown => outcomes.push(AppendOutcome { seqs: Vec::new() }),
+                Command::Shutdown => outcomes.push(AppendOutcome::default()),
             }
         }
     }
     let next_seq = chunks.finish(&tx)?;
     dedup.before_commit(&tx, next_seq - 1, false)?;
     tx.commit()?;
-    Ok((outcomes, next_seq))
+    Ok((outcomes, tally, next_seq))
+}
+
+/// What one commit stored, counted once per commit rather than once per request.
+#[derive(Default)]
+struct Tally {
+    stored: [u64; EventKind::ALL.len()],
+    duplicates: usize,
+    quarantined: usize,
 }
 
 /// The group commit's transaction: `BEGIN IMMEDIATE` and `COMMIT` as cached statements, where

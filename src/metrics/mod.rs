@@ -286,10 +286,17 @@ impl Metrics {
         self.request_duration.record(elapsed.as_secs_f64(), &[]);
     }
 
-    pub fn stored(&self, kind: EventKind, now_ms: i64) {
+    /// Events one journal commit stored, by [`EventKind::index`], committed at `now_ms`.
+    pub fn committed(&self, by_kind: &[u64; EventKind::ALL.len()], now_ms: i64) {
         let c = self.counters();
-        add(&c.events[kind.index()], 1);
-        c.last_event_ms.fetch_max(now_ms, Ordering::Relaxed);
+        for (counter, &n) in c.events.iter().zip(by_kind) {
+            if n > 0 {
+                add(counter, n as usize);
+            }
+        }
+        if by_kind.iter().any(|&n| n > 0) {
+            c.last_event_ms.fetch_max(now_ms, Ordering::Relaxed);
+        }
     }
 
     /// The alert engine's firing count per rule, after each evaluation.
@@ -493,7 +500,9 @@ mod tests {
         assert!(!m.pushing());
         m.request(200, Duration::from_millis(3));
         m.request(418, Duration::from_millis(1));
-        m.stored(EventKind::Bounce, 1_700_000_000_000);
+        let mut by_kind = [0; EventKind::ALL.len()];
+        by_kind[EventKind::Bounce.index()] = 1;
+        m.committed(&by_kind, 1_700_000_000_000);
         m.duplicates(2);
         m.unavailable(Unavailable::Storage);
         let text = m.render();
