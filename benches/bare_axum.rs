@@ -15,6 +15,10 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 
+#[path = "support/stop_signal.rs"]
+mod support;
+use support::stop_signal;
+
 const DEFAULT_LISTEN: &str = "127.0.0.1:18081";
 
 fn main() -> anyhow::Result<()> {
@@ -42,23 +46,4 @@ async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the bare HTTP server failed")
-}
-
-/// Resolves on SIGTERM or Ctrl-C, as `bouncewatch`'s shutdown does.
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
