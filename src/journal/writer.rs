@@ -384,8 +384,8 @@ impl ChunkBuilder {
         }
     }
 
-    /// Appends one event's raw JSON and returns its `seq`.
-    fn push(&mut self, tx: &Connection, raw: &[u8], received_at_ms: i64) -> rusqlite::Result<i64> {
+    /// Appends one event's raw JSON; it gets the `seq` that was `next_seq`.
+    fn push(&mut self, tx: &Connection, raw: &[u8], received_at_ms: i64) -> rusqlite::Result<()> {
         if self.count > 0 && self.text.len() + raw.len() > super::chunks::MAX_CHUNK_BYTES {
             self.flush(tx)?;
         }
@@ -394,7 +394,7 @@ impl ChunkBuilder {
         self.received_at_ms = self.received_at_ms.min(received_at_ms);
         self.count += 1;
         self.next_seq += 1;
-        Ok(self.next_seq - 1)
+        Ok(())
     }
 
     fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
