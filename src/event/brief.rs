@@ -153,13 +153,8 @@ mod tests {
     /// taken from the full event: the two parsers cannot drift apart.
     #[test]
     fn a_brief_says_what_the_full_event_says_for_every_fixture() {
-        // Beside the repository, or where `BOUNCEWATCH_SHARED_DIR` says (as in `tests/`).
-        let shared = std::env::var_os("BOUNCEWATCH_SHARED_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-        let dir = shared.join("mailjet/fixtures");
         let mut checked = 0;
-        for path in fixture_files(&dir) {
+        for path in crate::event::fixture_files() {
             let body = std::fs::read(&path).unwrap();
             let crate::event::SplitBody::Items(items) = crate::event::split_body(&body) else {
                 continue;
@@ -189,18 +184,5 @@ mod tests {
         assert_eq!(brief.message_id, MessageId(19_421_777_835_146_490));
         assert_eq!(brief.custom_id.as_deref(), Some("42"));
         assert_eq!(brief.custom_campaign_decoded().as_deref(), Some("café"));
-    }
-
-    fn fixture_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(fixture_files(&path));
-            } else if path.extension().is_some_and(|e| e == "json") {
-                out.push(path);
-            }
-        }
-        out
     }
 }

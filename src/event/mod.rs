@@ -198,6 +198,28 @@ pub(crate) fn dedup_key(
     key
 }
 
+/// The Mailjet fixtures, for the parsers' tests: beside the repository, or where
+/// `BOUNCEWATCH_SHARED_DIR` says (as in `tests/`).
+#[cfg(test)]
+pub(crate) fn fixture_files() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                out.push(path);
+            }
+        }
+    }
+    let shared = std::env::var_os("BOUNCEWATCH_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let mut out = Vec::new();
+    walk(&shared.join("mailjet/fixtures"), &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::dedup_key;

@@ -51,9 +51,15 @@ pub fn split_body(body: &[u8]) -> SplitBody<'_> {
         return SplitBody::Empty;
     }
     match trimmed.as_bytes()[0] {
-        b'[' => match serde_json::from_str::<Vec<&RawValue>>(trimmed) {
-            Ok(elements) => SplitBody::Items(elements.into_iter().map(parse_item).collect()),
-            Err(e) => SplitBody::Invalid(format!("body is not valid JSON: {e}")),
+        // A Version 2 array of good events is parsed once, element by element. Anything else
+        // in an array (an element that is no event, or JSON that is not valid) takes the
+        // careful path, which reads the array first and then each element.
+        b'[' => match events_in_one_pass(trimmed) {
+            Some(items) => SplitBody::Items(items),
+            None => match serde_json::from_str::<Vec<&RawValue>>(trimmed) {
+                Ok(elements) => SplitBody::Items(elements.into_iter().map(parse_item).collect()),
+                Err(e) => SplitBody::Invalid(format!("body is not valid JSON: {e}")),
+            },
         },
         // A Version 1 object is parsed once, as the event it should be. Only when that fails
         // is it read again, to tell JSON that is not an event from bytes that are not JSON.
@@ -103,6 +109,46 @@ fn parse_item(raw: &RawValue) -> BodyItem<'_> {
             raw: text,
             reason: reject(e),
         },
+    }
+}
+
+/// The events of an array whose every element is an acceptable event, each parsed once, with
+/// the exact text of each as its raw; `None` as soon as anything else turns up, so that the
+/// caller reads the array the careful way and gives the same answer it always gave. `text`
+/// starts with `[` and has no whitespace around it.
+fn events_in_one_pass(text: &str) -> Option<Vec<BodyItem<'_>>> {
+    // JSON's whitespace, which is narrower than Rust's.
+    let skip_ws = |at: usize| {
+        at + text[at..]
+            .bytes()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count()
+    };
+    let mut items = Vec::new();
+    let mut at = skip_ws(1);
+    if text.as_bytes().get(at) == Some(&b']') {
+        return (at + 1 == text.len()).then_some(items);
+    }
+    loop {
+        let rest = &text[at..];
+        if !rest.starts_with('{') {
+            return None;
+        }
+        // An object ends itself: the stream stops right after its `}` and leaves the `,` or `]`.
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Wire>();
+        let wire = stream.next()?.ok()?;
+        let raw = &rest[..stream.byte_offset()];
+        items.push(BodyItem::Event {
+            kind: EventKind::from_name(&wire.event),
+            dedup_key: wire.dedup_key(),
+            raw,
+        });
+        at = skip_ws(at + raw.len());
+        match text.as_bytes().get(at) {
+            Some(b',') => at = skip_ws(at + 1),
+            Some(b']') if at + 1 == text.len() => return Some(items),
+            _ => return None,
+        }
     }
 }
 
@@ -513,6 +559,68 @@ mod tests {
                 ));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the careful path (the whole array, then each element) makes of an array body.
+    fn careful(text: &str) -> String {
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(elements) => format!(
+                "{:?}",
+                elements.into_iter().map(parse_item).collect::<Vec<_>>()
+            ),
+            Err(e) => format!("invalid: {e}"),
+        }
+    }
+
+    #[test]
+    fn an_array_of_good_events_is_read_in_one_pass_with_the_same_result() {
+        let mut good = vec![
+            r#"[{"event":"sent","MessageID":1},{"event":"open","time":2,"url":"a]b,c}"}]"#
+                .to_string(),
+            " [ {\"event\":\"x\",\"a\":[1,{\"b\":\"]\"}]} ,\r\n\t{\"event\":\"sent\\\"\"} ] "
+                .to_string(),
+        ];
+        let mut other = vec![
+            r#"[{"event":"sent"},]"#.to_string(),
+            r#"[{"event":"sent"}]]"#.to_string(),
+            r#"[{"event":"sent"} {"event":"open"}]"#.to_string(),
+            r#"[{"event":"sent"},7,{"nope":1}]"#.to_string(),
+            r#"[{"event":"sent"},{"time":"soon","event":"open"}]"#.to_string(),
+            r#"[{"event":"sent"},{"event":"open""#.to_string(),
+            "[\u{c}{\"event\":\"sent\"}]".to_string(),
+        ];
+        // Every fixture event, alone and twice with whitespace between; every fixture body.
+        for path in crate::event::fixture_files() {
+            let body = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+            let trimmed = body.trim_matches(|c: char| c.is_ascii_whitespace());
+            if trimmed.starts_with('{') && parse_wire(trimmed).is_ok() {
+                good.push(format!("[{trimmed}]"));
+                good.push(format!("[ {trimmed} ,\n{trimmed}\t]"));
+            }
+            if trimmed.starts_with('[') {
+                other.push(trimmed.to_string());
+            }
+        }
+        assert!(good.len() > 20, "only {} good arrays", good.len());
+        for body in good.iter().chain(&other) {
+            let text = body.trim_matches(|c: char| c.is_ascii_whitespace());
+            let fast = events_in_one_pass(text);
+            if good.contains(body) {
+                assert!(fast.is_some(), "not read in one pass: {body}");
+            }
+            if let Some(items) = fast {
+                assert_eq!(format!("{items:?}"), careful(text), "{body}");
+            }
+            let split = match split_body(body.as_bytes()) {
+                SplitBody::Items(items) => format!("{items:?}"),
+                SplitBody::Invalid(reason) => format!(
+                    "invalid: {}",
+                    reason.trim_start_matches("body is not valid JSON: ")
+                ),
+                SplitBody::Empty => "empty".to_string(),
+            };
+            assert_eq!(split, careful(text), "{body}");
         }
     }
 
