@@ -84,8 +84,8 @@ impl Event {
 }
 
 /// Parses a JSON array of stored event objects (a journal chunk) into briefs, in one pass.
-pub fn parse_brief_array(bytes: &[u8]) -> Result<Vec<Brief<'_>>, String> {
-    serde_json::from_slice::<Vec<WireBrief>>(bytes)
+pub fn parse_brief_array(text: &str) -> Result<Vec<Brief<'_>>, String> {
+    serde_json::from_str::<Vec<WireBrief>>(text)
         .map(|wires| wires.into_iter().map(WireBrief::into_brief).collect())
         .map_err(reject)
 }
@@ -165,7 +165,7 @@ mod tests {
                     let brief = parse_brief(raw).unwrap();
                     assert_eq!(brief, event.brief(), "{}", path.display());
                     let array = format!("[{raw},{raw}]");
-                    let both = parse_brief_array(array.as_bytes()).unwrap();
+                    let both = parse_brief_array(&array).unwrap();
                     assert_eq!(both, vec![event.brief(), event.brief()]);
                     checked += 1;
                 }

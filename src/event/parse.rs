@@ -91,8 +91,8 @@ pub fn parse_event(text: &str) -> Result<Event, String> {
 }
 
 /// Parses a JSON array of event objects in one pass, as stored in a journal chunk.
-pub fn parse_event_array(bytes: &[u8]) -> Result<Vec<Event>, String> {
-    serde_json::from_slice::<Vec<Wire>>(bytes)
+pub fn parse_event_array(text: &str) -> Result<Vec<Event>, String> {
+    serde_json::from_str::<Vec<Wire>>(text)
         .map(|wires| wires.into_iter().map(Wire::into_event).collect())
         .map_err(reject)
 }

@@ -100,17 +100,23 @@ impl ChunkRef<'_> {
     /// Parses the chunk with `parse_array` in one pass; when one element fails (a parser change),
     /// parses element by element with `parse_one`, and skips the ones that fail with a warning
     /// rather than stopping the consumer.
+    ///
+    /// The text is checked to be UTF-8 once, here, so that the parsers borrow its strings
+    /// unchecked: checking each string as it is read was a seventh of the pipeline's CPU.
     fn parse<'a, T>(
         &'a self,
-        parse_array: impl Fn(&'a [u8]) -> Result<Vec<T>, String>,
+        parse_array: impl Fn(&'a str) -> Result<Vec<T>, String>,
         parse_one: impl Fn(&'a str) -> Result<T, String>,
     ) -> rusqlite::Result<Vec<(i64, T)>> {
-        if let Ok(items) = parse_array(self.events) {
+        let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e)
+        };
+        let text = std::str::from_utf8(self.events).map_err(|e| unreadable(Box::new(e)))?;
+        if let Ok(items) = parse_array(text) {
             return Ok(self.numbered(items.into_iter().map(Some)));
         }
-        let raws: Vec<&RawValue> = serde_json::from_slice(self.events).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
-        })?;
+        let raws: Vec<&RawValue> =
+            serde_json::from_str(text).map_err(|e| unreadable(Box::new(e)))?;
         Ok(self.numbered(raws.into_iter().map(|raw| parse_one(raw.get()).ok())))
     }
 

@@ -78,47 +78,89 @@ pub enum LookupKey {
     Campaign(String),
 }
 
+const EMAIL: u8 = 1;
+const MESSAGE_ID: u8 = 2;
+const CUSTOM_ID: u8 = 3;
+const CAMPAIGN: u8 = 4;
+
 impl LookupKey {
     pub fn hash(&self) -> i64 {
-        let (tag, value): (u8, std::borrow::Cow<'_, str>) = match self {
-            LookupKey::Email(v) => (1, v.as_str().into()),
-            LookupKey::MessageId(v) => (2, v.to_string().into()),
-            LookupKey::CustomId(v) => (3, v.as_str().into()),
-            LookupKey::Campaign(v) => (4, v.as_str().into()),
-        };
-        let mut buf = Vec::with_capacity(value.len() + 1);
-        buf.push(tag);
-        buf.extend_from_slice(value.as_bytes());
-        xxhash_rust::xxh3::xxh3_64(&buf) as i64
+        match self {
+            LookupKey::Email(v) => hash_tagged(EMAIL, v),
+            LookupKey::MessageId(v) => hash_tagged(MESSAGE_ID, &v.to_string()),
+            LookupKey::CustomId(v) => hash_tagged(CUSTOM_ID, v),
+            LookupKey::Campaign(v) => hash_tagged(CAMPAIGN, v),
+        }
     }
 
     /// Every key an event can be found by. Empty values and zero ids are not indexed.
+    #[cfg(test)]
     pub fn of(event: &Brief) -> Vec<LookupKey> {
         let mut keys = Vec::with_capacity(5);
-        if !event.email.is_empty() {
-            keys.push(LookupKey::Email(event.email.to_string()));
-        }
-        if event.message_id.0 != 0 {
-            keys.push(LookupKey::MessageId(event.message_id.0));
-        }
-        if let Some(id) = event.custom_id.as_deref().filter(|s| !s.is_empty()) {
-            keys.push(LookupKey::CustomId(id.to_string()));
-        }
-        if event.campaign_id != 0 {
-            keys.push(LookupKey::Campaign(event.campaign_id.to_string()));
-        }
-        let decoded = event.custom_campaign_decoded();
-        for name in [event.custom_campaign.as_deref(), decoded.as_deref()]
-            .into_iter()
-            .flatten()
-        {
-            let key = LookupKey::Campaign(name.to_string());
-            if !name.is_empty() && !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
+        each_key(event, |tag, text| {
+            let text = text.to_string();
+            keys.push(match tag {
+                EMAIL => LookupKey::Email(text),
+                MESSAGE_ID => LookupKey::MessageId(text.parse().unwrap_or_default()),
+                CUSTOM_ID => LookupKey::CustomId(text),
+                _ => LookupKey::Campaign(text),
+            });
+        });
         keys
     }
+
+    /// The hashes of [`LookupKey::of`], without building the keys: what the indexer stores.
+    pub fn hashes_of(event: &Brief, mut each: impl FnMut(i64)) {
+        each_key(event, |tag, text| each(hash_tagged(tag, text)));
+    }
+}
+
+/// Calls `visit` with the tag and the text of each key `event` can be found by, in the order of
+/// [`LookupKey::of`]. A campaign name equal to the campaign id, or a decoded name equal to the
+/// raw one, is one key, not two. Nothing is allocated unless the name has encoded words.
+fn each_key(event: &Brief, mut visit: impl FnMut(u8, &str)) {
+    if !event.email.is_empty() {
+        visit(EMAIL, &event.email);
+    }
+    let mut digits = itoa::Buffer::new();
+    if event.message_id.0 != 0 {
+        visit(MESSAGE_ID, digits.format(event.message_id.0));
+    }
+    if let Some(id) = event.custom_id.as_deref().filter(|s| !s.is_empty()) {
+        visit(CUSTOM_ID, id);
+    }
+    let campaign_id = (event.campaign_id != 0).then(|| digits.format(event.campaign_id));
+    if let Some(id) = campaign_id {
+        visit(CAMPAIGN, id);
+    }
+    let raw = event.custom_campaign.as_deref().filter(|s| !s.is_empty());
+    if let Some(raw) = raw.filter(|&raw| Some(raw) != campaign_id) {
+        visit(CAMPAIGN, raw);
+    }
+    let decoded = event.custom_campaign_decoded();
+    if let Some(name) = decoded.as_deref().filter(|s| !s.is_empty())
+        && Some(name) != raw
+        && Some(name) != campaign_id
+    {
+        visit(CAMPAIGN, name);
+    }
+}
+
+/// The 64-bit hash of a key: xxh3 of its tag byte followed by its text. The hashed text is
+/// built on the stack (it runs for several keys of every event), and on the heap only when it
+/// is long. The hashes are stored, so this must not change.
+fn hash_tagged(tag: u8, text: &str) -> i64 {
+    let mut stack = [0u8; 128];
+    let mut heap = Vec::new();
+    let buf = if text.len() < stack.len() {
+        &mut stack[..text.len() + 1]
+    } else {
+        heap.resize(text.len() + 1, 0);
+        &mut heap[..]
+    };
+    buf[0] = tag;
+    buf[1..].copy_from_slice(text.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(buf) as i64
 }
 
 /// Opens (or creates) the index file. `synchronous=NORMAL`: losing the last index transactions
@@ -254,11 +296,7 @@ impl Indexer {
         let mut entries: Vec<(i64, i64)> = Vec::new();
         let last = super::chunks::forward_briefs(&self.journal, from, INDEX_BATCH, |events| {
             for tailed in events {
-                entries.extend(
-                    LookupKey::of(&tailed.brief)
-                        .iter()
-                        .map(|key| (key.hash(), tailed.seq)),
-                );
+                LookupKey::hashes_of(&tailed.brief, |k| entries.push((k, tailed.seq)));
             }
         })?;
         let Some(last) = last else {
@@ -441,6 +479,52 @@ mod tests {
         assert_eq!(columns, ["part", "k", "seq"]);
     }
 
+    /// The indexer stores hashes without building keys; they must be the hashes of the keys a
+    /// query builds, and the same in every release (an index on disk outlives the binary).
+    #[test]
+    fn the_stored_hashes_are_the_keys_hashes_and_do_not_change() {
+        let mut checked = 0;
+        for path in crate::event::fixture_files() {
+            let body = std::fs::read(&path).unwrap();
+            let crate::event::SplitBody::Items(items) = crate::event::split_body(&body) else {
+                continue;
+            };
+            for item in items {
+                if let crate::event::BodyItem::Event { raw, .. } = item {
+                    let brief = parse_event(raw).unwrap();
+                    let brief = brief.brief();
+                    let mut stored = Vec::new();
+                    LookupKey::hashes_of(&brief, |k| stored.push(k));
+                    let keys: Vec<i64> =
+                        LookupKey::of(&brief).iter().map(LookupKey::hash).collect();
+                    assert_eq!(stored, keys, "{}", path.display());
+                    checked += stored.len();
+                }
+            }
+        }
+        assert!(checked >= 20, "only {checked} keys checked");
+        // xxh3 of the tag byte and the text, short and past the stack buffer.
+        let long = "x".repeat(300);
+        for (key, tag, text) in [
+            (LookupKey::Email("a@b.c".into()), 1, "a@b.c"),
+            (
+                LookupKey::MessageId(19_421_777_835_146_490),
+                2,
+                "19421777835146490",
+            ),
+            (LookupKey::CustomId(long.clone()), 3, long.as_str()),
+            (LookupKey::Campaign("café".into()), 4, "café"),
+        ] {
+            let text = [&[tag][..], text.as_bytes()].concat();
+            assert_eq!(key.hash(), xxhash_rust::xxh3::xxh3_64(&text) as i64);
+        }
+        // Computed by the release that wrote the first indexes.
+        assert_eq!(
+            LookupKey::Email("a@b.c".into()).hash(),
+            -3_584_398_846_857_327_359
+        );
+    }
+
     #[test]
     fn every_findable_field_gets_a_key_and_empty_ones_do_not() {
         let e = parse_event(
@@ -464,6 +548,16 @@ mod tests {
         )
         .unwrap();
         assert!(LookupKey::of(&test_event.brief()).is_empty());
+        let mut none = 0;
+        LookupKey::hashes_of(&test_event.brief(), |_| none += 1);
+        assert_eq!(none, 0);
+        // A name equal to the id, or decoded to itself, is one key.
+        let same =
+            parse_event(r#"{"event":"sent","mj_campaign_id":7,"customcampaign":"7"}"#).unwrap();
+        assert_eq!(
+            LookupKey::of(&same.brief()),
+            vec![LookupKey::Campaign("7".into())]
+        );
         assert_ne!(
             LookupKey::Email("x".into()).hash(),
             LookupKey::CustomId("x".into()).hash()
