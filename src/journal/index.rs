@@ -2,8 +2,9 @@
 //!
 //! It is derived data, built after the acknowledgement so that it stays off the ingest path. A
 //! separate thread tails the journal by `seq`, every half second or when a query is waiting for
-//! it, and writes `(partition, key hash, seq)` entries (see [`PART_BITS`]) into its own SQLite
-//! file, `index.sqlite3`, with its own write lock, so it never holds up a journal commit. Its
+//! it, and writes a list of seqs per partition and key hash (see [`PART_BITS`] and
+//! `postings.rs`) into its own SQLite file, `index.sqlite3`, with its own write lock, so it
+//! never holds up a journal commit. Its
 //! progress (`indexed_seq`) is committed in the same transaction as its rows, so after a crash it
 //! resumes exactly where it stopped. Delete the file and it is rebuilt from the journal. Queries
 //! wait (briefly) for the index to reach the journal's last commit, so a reader sees its own
@@ -22,14 +23,14 @@ use crate::event::Brief;
 /// lookup table was not partitioned (more entries per leaf write); with partitions, batches ran
 /// as fast with 20,000 (306,000–326,000 against 309,000–326,000 events/s), with a lower p99
 /// (36–39 against 42–47 ms) and a fifth of the memory for the burst's sorted entries.
-const INDEX_BATCH: usize = 20_000;
-/// How often entries pointing below the journal's oldest `seq` (expired by retention) are purged.
+pub const INDEX_BATCH: usize = 20_000;
+/// How often lists of events below the journal's oldest `seq` (expired by retention) are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Entries lead with `seq >> PART_BITS`: the table is a run of partitions of 65,536 events
-/// each, in `seq` order, with the hashed keys sorted inside each. A burst of new entries then
+/// Lists lead with `seq >> PART_BITS`: the table is a run of partitions of 65,536 events
+/// each, in `seq` order, with the hashed keys sorted inside each. A burst of new lists then
 /// lands in the newest one or two partitions, and rewrites their leaves only. With the hash
-/// first, a burst's entries were spread over the whole table, so the pages a burst rewrote grew
+/// first, a burst's rows were spread over the whole table, so the pages a burst rewrote grew
 /// with the index, up to all of it once the journal held a few million events. A lookup seeks
 /// once per partition, newest first, until it has a page (a 30-day journal of 30 million events
 /// has about 460). Retention drops whole partitions.
@@ -40,12 +41,14 @@ pub fn part_of(seq: i64) -> i64 {
     seq >> PART_BITS
 }
 
+/// `lookup` holds one list per partition, key hash and indexer burst (`postings.rs`).
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS lookup (
     part INTEGER NOT NULL,
     k    INTEGER NOT NULL,
-    seq  INTEGER NOT NULL,
-    PRIMARY KEY (part, k, seq)
+    last INTEGER NOT NULL,
+    seqs BLOB    NOT NULL,
+    PRIMARY KEY (part, k, last)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -59,7 +62,7 @@ CREATE TABLE IF NOT EXISTS meta (
 pub struct Progress {
     /// The highest `seq` committed to the journal.
     pub committed: AtomicI64,
-    /// The highest `seq` whose lookup entries are committed to the index.
+    /// The highest `seq` whose lookup lists are committed to the index.
     pub indexed: AtomicI64,
     /// Set by `Journal::close`; the indexer finishes its batch and exits.
     pub stop: AtomicBool,
@@ -165,17 +168,18 @@ fn hash_tagged(tag: u8, text: &str) -> i64 {
 
 /// Opens (or creates) the index file. `synchronous=NORMAL`: losing the last index transactions
 /// in a power cut only means re-indexing them from the journal, which holds the truth.
-/// An index with the older layout (no `part` column) is deleted, file and all, and rebuilt
-/// from the journal in the background, as if it had been deleted by hand.
+/// An index with an older layout (a row per event, with or without partitions) is deleted,
+/// file and all, and rebuilt from the journal in the background, as if it had been deleted by
+/// hand.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = open_file(path)?;
-    let unpartitioned: bool = conn.query_row(
+    let older: bool = conn.query_row(
         "SELECT count(*) = 1 FROM sqlite_schema WHERE name = 'lookup' \
-         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('lookup') WHERE name = 'part')",
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('lookup') WHERE name = 'seqs')",
         [],
         |r| r.get(0),
     )?;
-    if !unpartitioned {
+    if !older {
         conn.execute_batch(SCHEMA)?;
         return Ok(conn);
     }
@@ -252,6 +256,8 @@ pub struct Indexer {
     pub journal: Connection,
     pub index: Connection,
     pub progress: Arc<Progress>,
+    /// Events per burst: [`INDEX_BATCH`], smaller in tests.
+    pub batch: usize,
 }
 
 impl Indexer {
@@ -266,7 +272,7 @@ impl Indexer {
                 // A short batch means caught up. Waiting for the next tick (or a query's wake-up)
                 // indexes steady traffic in bursts; stepping again at once took a transaction
                 // per journal commit, which cost single-event traffic a third more CPU.
-                Ok(n) if n < INDEX_BATCH => {
+                Ok(n) if n < self.batch => {
                     failing = false;
                     if Instant::now() >= next_purge {
                         if let Err(e) = self.purge_expired() {
@@ -294,7 +300,7 @@ impl Indexer {
         // Sorted inserts walk the B-tree once from left to right instead of touching a random
         // page per entry: several times less work for the same rows.
         let mut entries: Vec<(i64, i64)> = Vec::new();
-        let last = super::chunks::forward_briefs(&self.journal, from, INDEX_BATCH, |events| {
+        let last = super::chunks::forward_briefs(&self.journal, from, self.batch, |events| {
             for tailed in events {
                 LookupKey::hashes_of(&tailed.brief, |k| entries.push((k, tailed.seq)));
             }
@@ -308,12 +314,14 @@ impl Indexer {
         entries.dedup();
         let tx = self.index.transaction()?;
         {
+            // Bursts never overlap (a burst's lists commit with its progress), so no list is
+            // ever replaced; REPLACE keeps the indexer going if one somehow were.
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO lookup (part, k, seq) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO lookup (part, k, last, seqs) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for &(k, seq) in &entries {
-                insert.execute(params![part_of(seq), k, seq])?;
-            }
+            super::postings::lists(&entries, |part, k, last, seqs| {
+                insert.execute(params![part, k, last, seqs]).map(drop)
+            })?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('indexed_seq', ?1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -325,9 +333,9 @@ impl Indexer {
         Ok((last - from) as usize)
     }
 
-    /// Drops the partitions whose events retention has all deleted. Entries of deleted events
-    /// in the oldest partition still in use stay until it goes; a lookup skips them, since it
-    /// reads every event it is pointed at.
+    /// Drops the partitions whose events retention has all deleted. Lists naming deleted events
+    /// in the oldest partition still in use stay until it goes; a lookup skips those events,
+    /// since it reads every event it is pointed at.
     fn purge_expired(&mut self) -> rusqlite::Result<()> {
         let oldest: Option<i64> =
             self.journal
@@ -337,7 +345,7 @@ impl Indexer {
             .index
             .execute("DELETE FROM lookup WHERE part < ?1", [part_of(below)])?;
         if deleted > 0 {
-            tracing::debug!(deleted, "purged lookup entries of expired events");
+            tracing::debug!(deleted, "purged lookup lists of expired events");
         }
         Ok(())
     }
@@ -349,9 +357,12 @@ mod tests {
     use crate::event::parse_event;
 
     /// A journal holding one chunk per `(first_seq, count)`, its events all to `a@example.com`
-    /// (`MessageID` 1000 + `seq`), indexed by one indexer step; a reader with the index attached,
-    /// as the query API has it; and the indexer.
-    fn indexed_journal(chunks: &[(i64, i64)]) -> (tempfile::TempDir, Connection, Indexer) {
+    /// (`MessageID` 1000 + `seq`), indexed in bursts of `batch` events; a reader with the index
+    /// attached, as the query API has it; and the indexer.
+    fn indexed_journal(
+        chunks: &[(i64, i64)],
+        batch: usize,
+    ) -> (tempfile::TempDir, Connection, Indexer) {
         let dir = tempfile::tempdir().unwrap();
         let journal_path = dir.path().join("journal.sqlite3");
         let index_path = dir.path().join("index.sqlite3");
@@ -379,8 +390,15 @@ mod tests {
             journal: crate::journal::schema::open_reader(&journal_path).unwrap(),
             index: open(&index_path).unwrap(),
             progress,
+            batch,
         };
-        assert_eq!(indexer.step().unwrap(), total as usize);
+        let mut indexed = 0;
+        while indexed < total as usize {
+            let burst = indexer.step().unwrap();
+            assert!(burst > 0 && burst <= batch);
+            indexed += burst;
+        }
+        assert_eq!(indexed, total as usize);
         let reader = crate::journal::schema::open_reader(&journal_path).unwrap();
         reader
             .execute("ATTACH DATABASE ?1 AS idx", [index_path.to_string_lossy()])
@@ -405,7 +423,7 @@ mod tests {
     fn a_lookup_pages_newest_first_across_partitions() {
         // Seqs 65,236 to 65,935: partitions 0 and 1, and more than one round of 500 candidates.
         let first = (1 << PART_BITS) - 300;
-        let (_dir, reader, _indexer) = indexed_journal(&[(first, 700)]);
+        let (_dir, reader, _indexer) = indexed_journal(&[(first, 700)], INDEX_BATCH);
         let page = |limit, before| found(&reader, limit, before);
         let (all, cursor) = page(1000, None);
         assert_eq!(all, (first..first + 700).rev().collect::<Vec<_>>());
@@ -419,11 +437,52 @@ mod tests {
         assert!(none.is_empty());
     }
 
+    /// Bursts of 64 events give the email a list per burst and partition; pages of every size,
+    /// with cursors inside lists and between them, still give each event once, newest first.
+    #[test]
+    fn a_lookup_pages_through_the_lists_of_many_bursts() {
+        let first = (1 << PART_BITS) - 300;
+        let (_dir, reader, indexer) = indexed_journal(&[(first, 400), (first + 400, 300)], 64);
+        let lists: i64 = indexer
+            .index
+            .query_row(
+                "SELECT count(*) FROM lookup WHERE k = ?1",
+                [LookupKey::Email("a@example.com".into()).hash()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // 700 events in bursts of 64, one of which crosses into partition 1.
+        assert_eq!(lists, 12);
+        let all: Vec<i64> = (first..first + 700).rev().collect();
+        assert_eq!(found(&reader, 1000, None).0, all);
+        for limit in [1, 7, 64, 65, 499, 501] {
+            let mut paged = Vec::new();
+            let mut before = None;
+            loop {
+                let (seqs, cursor) = found(&reader, limit, before);
+                assert!(seqs.len() <= limit);
+                paged.extend(seqs);
+                match cursor {
+                    Some(c) => before = Some(c.parse().unwrap()),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, all, "pages of {limit}");
+        }
+        // A cursor inside a list, one at the start of a list, and one below every event.
+        for before in [first + 100, first + 128, first + 1] {
+            let expected: Vec<i64> = (first..before).rev().collect();
+            assert_eq!(found(&reader, 1000, Some(before)).0, expected);
+        }
+        assert!(found(&reader, 10, Some(first)).0.is_empty());
+    }
+
     #[test]
     fn a_purge_drops_only_the_partitions_whose_events_are_all_gone() {
         // Partition 0 holds seqs up to 65,535; the three chunks end it and start partition 1.
         let p1 = 1 << PART_BITS;
-        let (dir, reader, mut indexer) = indexed_journal(&[(p1 - 10, 10), (p1, 10), (p1 + 10, 10)]);
+        let (dir, reader, mut indexer) =
+            indexed_journal(&[(p1 - 10, 10), (p1, 10), (p1 + 10, 10)], INDEX_BATCH);
         let entries = |index: &Connection, part: i64| -> i64 {
             index
                 .query_row("SELECT count(*) FROM lookup WHERE part = ?1", [part], |r| {
@@ -451,32 +510,40 @@ mod tests {
     }
 
     #[test]
-    fn an_index_with_the_unpartitioned_layout_is_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.sqlite3");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
+    fn an_index_with_an_older_layout_is_rebuilt() {
+        let older_layouts = [
             "CREATE TABLE lookup (k INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (k, seq)) WITHOUT ROWID;
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT INTO lookup VALUES (1, 1);
-             INSERT INTO meta VALUES ('indexed_seq', 1);",
-        )
-        .unwrap();
-        drop(old);
-        let conn = open(&path).unwrap();
-        assert_eq!(
-            indexed_seq(&conn, 1).unwrap(),
-            0,
-            "indexed again from the start"
-        );
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('lookup')")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
+             INSERT INTO lookup VALUES (1, 1);",
+            "CREATE TABLE lookup (part INTEGER NOT NULL, k INTEGER NOT NULL, seq INTEGER NOT NULL,
+                PRIMARY KEY (part, k, seq)) WITHOUT ROWID;
+             INSERT INTO lookup VALUES (0, 1, 1);",
+        ];
+        for layout in older_layouts {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("index.sqlite3");
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(layout).unwrap();
+            old.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO meta VALUES ('indexed_seq', 1);",
+            )
             .unwrap();
-        assert_eq!(columns, ["part", "k", "seq"]);
+            drop(old);
+            let conn = open(&path).unwrap();
+            assert_eq!(
+                indexed_seq(&conn, 1).unwrap(),
+                0,
+                "indexed again from the start"
+            );
+            let columns: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info('lookup')")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(columns, ["part", "k", "last", "seqs"]);
+        }
     }
 
     /// The indexer stores hashes without building keys; they must be the hashes of the keys a

@@ -15,6 +15,7 @@
 mod chunks;
 mod dedup;
 mod index;
+mod postings;
 mod query;
 mod schema;
 mod writer;
@@ -206,6 +207,7 @@ impl Journal {
             journal: schema::open_reader(&path).map_err(open_err(&path))?,
             index: index_conn,
             progress: progress.clone(),
+            batch: index::INDEX_BATCH,
         };
         let reader = schema::open_reader(&path).map_err(open_err(&path))?;
         reader

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use super::chunks::{self, StoredRaw};
 use super::index::{LookupKey, part_of};
+use super::postings;
 use crate::event::{Event, parse_event};
 
 /// The most rows one page may hold.
@@ -161,7 +162,7 @@ fn scan_candidates(conn: &Connection, below: i64) -> rusqlite::Result<Candidates
 }
 
 /// The next events the lookup index points at, newest first: one seek per partition, from the
-/// one holding `below - 1` down, until a round is full. An entry whose event retention has
+/// one holding `below - 1` down, until a round is full. A listed event that retention has
 /// deleted is skipped by `by_seqs`.
 fn lookup_candidates(conn: &Connection, k: i64, below: i64) -> rusqlite::Result<Candidates> {
     let bound = |sql: &str| -> rusqlite::Result<Option<i64>> {
@@ -176,19 +177,26 @@ fn lookup_candidates(conn: &Connection, k: i64, below: i64) -> rusqlite::Result<
             next_below: None,
         });
     };
+    // In each partition, the key's lists newest first, from the one that may hold `below`
+    // itself: lists never overlap, so only the oldest list ending at or above `below` can
+    // hold events under it.
     let mut stmt = conn.prepare_cached(
-        "SELECT seq FROM idx.lookup WHERE part = ?1 AND k = ?2 AND seq < ?3 \
-         ORDER BY seq DESC LIMIT ?4",
+        "SELECT last, seqs FROM idx.lookup WHERE part = ?1 AND k = ?2 AND last <= coalesce( \
+           (SELECT min(last) FROM idx.lookup WHERE part = ?1 AND k = ?2 AND last >= ?3), ?3) \
+         ORDER BY last DESC",
     )?;
     let mut seqs = Vec::new();
     let mut part = part_of(below.saturating_sub(1)).min(highest);
     while part >= lowest && seqs.len() < CHUNK {
-        let wanted = (CHUNK - seqs.len()) as i64;
-        let found = stmt.query_map(rusqlite::params![part, k, below, wanted], |r| {
-            r.get::<_, i64>(0)
-        })?;
-        for seq in found {
-            seqs.push(seq?);
+        let mut lists = stmt.query(rusqlite::params![part, k, below])?;
+        while let Some(list) = lists.next()? {
+            let last: i64 = list.get(0)?;
+            let gaps = list.get_ref(1)?.as_blob()?;
+            let older = postings::seqs(last, gaps).filter(|&seq| seq < below);
+            seqs.extend(older.take(CHUNK - seqs.len()));
+            if seqs.len() == CHUNK {
+                break;
+            }
         }
         part -= 1;
     }
