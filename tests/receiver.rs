@@ -417,6 +417,27 @@ async fn wrong_credentials_get_401_and_their_body_is_never_stored() {
     );
 }
 
+/// Mailjet's batches can pass axum's own 2 MB default body limit; only `server.max_body`
+/// (32 MiB by default) applies to the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_above_axums_default_body_limit_is_taken() {
+    let server = Server::start();
+    let events: Vec<String> = (0..6000)
+        .map(|i| {
+            format!(
+                r#"{{"event":"open","time":1700000000,"MessageID":{i},"email":"a{i}@example.com","agent":"{}"}}"#,
+                "x".repeat(400)
+            )
+        })
+        .collect();
+    let big = format!("[{}]", events.join(","));
+    assert!(big.len() > 2 << 20);
+    let (status, text) = server.post("/webhooks/mailjet", big).await;
+    assert_eq!(status, 200, "{text}");
+    let receipt: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(receipt["stored"], 6000, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_and_are_counted() {
     let server = Server::start_with(Options::default().env("BOUNCEWATCH_SERVER_MAX_BODY", "64KiB"));
