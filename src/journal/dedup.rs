@@ -97,14 +97,20 @@ impl Dedup {
         if self.recent.len() < SWEEP_KEYS && !force {
             return Ok(());
         }
-        let mut keys: Vec<(&DedupKey, &i64)> = self.recent.iter().collect();
         // In key order, each leaf of the tree is written once, however many keys it takes.
         // Compared as integers: byte-wise comparisons of 8,192 keys (`memcmp` each time) were
-        // a tenth of the writer's instructions under single events.
-        keys.sort_unstable_by_key(|(key, _)| sort_order(key));
+        // a tenth of the writer's instructions under single events. The integers are taken
+        // out of the map first, so the sort moves them in one array instead of following
+        // pointers into the map at each comparison.
+        let mut keys: Vec<((u128, u32), &DedupKey, i64)> = self
+            .recent
+            .iter()
+            .map(|(key, &seq)| (sort_order(key), key, seq))
+            .collect();
+        keys.sort_unstable_by_key(|&(order, _, _)| order);
         let mut insert =
             conn.prepare_cached("INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)")?;
-        for (key, seq) in keys {
+        for (_, key, seq) in keys {
             insert.execute(params![&key[..], seq])?;
         }
         set_swept_seq(conn, last_seq)?;
