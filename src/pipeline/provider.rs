@@ -11,6 +11,7 @@
 //! Anything else is [`Provider::Other`]. The set is closed on purpose: it becomes a metric
 //! label, and a label must not grow without bound.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -172,11 +173,18 @@ pub fn from_smtp_reply(reply: &str) -> Option<Provider> {
     }
 }
 
-/// The domain part of an address, lower-cased; `None` when there is none.
-pub fn domain_of(email: &str) -> Option<String> {
+/// The domain part of an address, lower-cased; `None` when there is none. Borrowed from the
+/// address when it is lower case already, as nearly every one is: this runs for every event.
+pub fn domain_of(email: &str) -> Option<Cow<'_, str>> {
     let (_, domain) = email.rsplit_once('@')?;
-    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    (!domain.is_empty()).then_some(domain)
+    let domain = domain.trim().trim_end_matches('.');
+    if domain.is_empty() {
+        None
+    } else if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(domain.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(domain))
+    }
 }
 
 /// `[providers]` in the config file: domain = provider name.
@@ -245,14 +253,16 @@ impl Classifier {
     /// the caller can persist it; built-in and overridden domains are never re-learned.
     pub fn learn(&mut self, email: &str, smtp_reply: &str) -> Option<(String, Provider)> {
         let domain = domain_of(email)?;
-        if self.overrides.contains_key(&domain) || builtin(&domain).is_some() {
+        if self.overrides.contains_key(&*domain) || builtin(&domain).is_some() {
             return None;
         }
         let provider = from_smtp_reply(smtp_reply)?;
-        match self.learned.insert(domain.clone(), provider) {
-            Some(previous) if previous == provider => None,
-            _ => Some((domain, provider)),
+        if self.learned.get(&*domain) == Some(&provider) {
+            return None;
         }
+        let domain = domain.into_owned();
+        self.learned.insert(domain.clone(), provider);
+        Some((domain, provider))
     }
 
     /// Everything learned so far, for persistence and inspection.
@@ -264,6 +274,14 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_is_lower_cased_and_borrowed_when_it_already_is() {
+        assert_eq!(domain_of("a@Gmail.COM. ").as_deref(), Some("gmail.com"));
+        assert!(matches!(domain_of("a@b@x.io"), Some(Cow::Borrowed("x.io"))));
+        assert_eq!(domain_of("no-at-sign"), None);
+        assert_eq!(domain_of("a@ ."), None);
+    }
 
     #[test]
     fn the_builtin_table_covers_the_consumer_domains() {
