@@ -4,11 +4,10 @@
 //! separate thread tails the journal by `seq`, every half second or when a query is waiting for
 //! it, and writes a list of seqs per partition and key hash (see [`PART_BITS`] and
 //! `postings.rs`) into its own SQLite file, `index.sqlite3`, with its own write lock, so it
-//! never holds up a journal commit. Its
-//! progress (`indexed_seq`) is committed in the same transaction as its rows, so after a crash it
-//! resumes exactly where it stopped. Delete the file and it is rebuilt from the journal. Queries
-//! wait (briefly) for the index to reach the journal's last commit, so a reader sees its own
-//! writes.
+//! never holds up a journal commit. Its progress (`indexed_seq`) is committed in the same
+//! transaction as its rows, so after a crash it resumes exactly where it stopped. Delete the
+//! file and it is rebuilt from the journal. Queries wait (briefly) for the index to reach the
+//! journal's last commit, so a reader sees its own writes.
 
 use std::path::Path;
 use std::sync::Arc;
