@@ -220,6 +220,23 @@ pub(crate) fn fixture_files() -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Every event the receiver accepts from the fixtures: its file and its exact text.
+#[cfg(test)]
+pub(crate) fn fixture_events() -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    for path in fixture_files() {
+        let body = std::fs::read(&path).unwrap();
+        if let SplitBody::Items(items) = split_body(&body) {
+            for item in items {
+                if let BodyItem::Event { raw, .. } = item {
+                    out.push((path.clone(), raw.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::dedup_key;
