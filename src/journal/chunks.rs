@@ -123,17 +123,29 @@ impl ChunkRef<'_> {
         &'a self,
         parse_array: impl Fn(&'a str) -> Result<Vec<T>, String>,
         parse_one: impl Fn(&'a str) -> Result<T, String>,
-    ) -> rusqlite::Result<Vec<(i64, T)>> {
-        let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e)
+    ) -> Vec<(i64, T)> {
+        let text = match std::str::from_utf8(self.events) {
+            Ok(text) => text,
+            Err(e) => return self.damaged(&e),
         };
-        let text = std::str::from_utf8(self.events).map_err(|e| unreadable(Box::new(e)))?;
         if let Ok(items) = parse_array(text) {
-            return Ok(self.numbered(items.into_iter().map(Some)));
+            return self.numbered(items.into_iter().map(Some));
         }
-        let raws: Vec<&RawValue> =
-            serde_json::from_str(text).map_err(|e| unreadable(Box::new(e)))?;
-        Ok(self.numbered(raws.into_iter().map(|raw| parse_one(raw.get()).ok())))
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(raws) => self.numbered(raws.into_iter().map(|raw| parse_one(raw.get()).ok())),
+            Err(e) => self.damaged(&e),
+        }
+    }
+
+    /// None of the events of a chunk that no longer reads, and an error in the log.
+    fn damaged<T>(&self, error: &dyn std::fmt::Display) -> Vec<(i64, T)> {
+        tracing::error!(
+            first_seq = self.first_seq,
+            count = self.count,
+            %error,
+            "journal chunk is damaged and no longer parses; its events are skipped"
+        );
+        Vec::new()
     }
 
     fn numbered<T>(&self, items: impl Iterator<Item = Option<T>>) -> Vec<(i64, T)> {
@@ -158,7 +170,7 @@ pub fn forward_events(
 ) -> rusqlite::Result<Vec<TailedEvent>> {
     let mut out = Vec::new();
     walk_forward(conn, after, limit, |chunk, range| {
-        for (seq, event) in chunk.parse(parse_event_array, parse_event)? {
+        for (seq, event) in chunk.parse(parse_event_array, parse_event) {
             if range.contains(&seq) {
                 out.push(TailedEvent {
                     seq,
@@ -181,7 +193,7 @@ pub fn each_event(
     mut visit: impl FnMut(i64, &Event) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     walk_forward(conn, after, 1 << 48, |chunk, range| {
-        for (seq, event) in chunk.parse(parse_event_array, parse_event)? {
+        for (seq, event) in chunk.parse(parse_event_array, parse_event) {
             if range.contains(&seq) {
                 visit(seq, &event)?;
             }
@@ -202,7 +214,7 @@ pub fn forward_briefs(
     let mut last = None;
     walk_forward(conn, after, limit, |chunk, range| {
         let briefs: Vec<TailedBrief> = chunk
-            .parse(parse_brief_array, parse_brief)?
+            .parse(parse_brief_array, parse_brief)
             .into_iter()
             .filter(|(seq, _)| range.contains(seq))
             .map(|(seq, brief)| TailedBrief {
@@ -286,7 +298,7 @@ pub fn expired(
             break;
         }
         let keys = chunk
-            .parse(parse_event_array, parse_event)?
+            .parse(parse_event_array, parse_event)
             .into_iter()
             .map(|(seq, event)| (seq, event.dedup_key()))
             .collect();
@@ -411,6 +423,47 @@ mod tests {
         }
         let walk = conn.prepare_cached(FORWARD_SQL).unwrap();
         assert_eq!(walk.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// A chunk damaged on disk (not UTF-8, or not JSON) is passed over whole, so the pipeline
+    /// and the indexer go on past it instead of retrying it forever.
+    #[test]
+    fn a_damaged_chunk_is_skipped_and_the_walk_goes_past_it() {
+        let (_dir, conn) = crate::journal::test_journal_in_tempdir(&[
+            (1, r#"[{"event":"sent","MessageID":1}]"#),
+            (
+                2,
+                r#"[{"event":"sent","MessageID":2},{"event":"open","MessageID":3}]"#,
+            ),
+            (4, r#"[{"event":"open","MessageID":4}]"#),
+            (5, r#"[{"event":"click","MessageID":5}]"#),
+        ]);
+        conn.execute(
+            "UPDATE chunks SET events = X'5bff5d' WHERE first_seq = 2",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            r#"UPDATE chunks SET events = '[{"event":"open","Mess' WHERE first_seq = 4"#,
+            [],
+        )
+        .unwrap();
+        let mut seqs = Vec::new();
+        let last = forward_briefs(&conn, 0, 100, |events| {
+            seqs.extend(events.iter().map(|e| e.seq));
+        })
+        .unwrap();
+        assert_eq!(seqs, [1, 5]);
+        assert_eq!(last, Some(5));
+        let events: Vec<i64> = forward_events(&conn, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(events, [1, 5]);
+        let expired = expired(&conn, i64::MAX, 100).unwrap();
+        let keys: Vec<usize> = expired.iter().map(|c| c.keys.len()).collect();
+        assert_eq!(keys, [1, 0, 0, 1], "no keys from the damaged chunks");
     }
 
     #[test]
