@@ -42,36 +42,64 @@ pub struct StoredRaw {
     pub raw: String,
 }
 
+/// A chunk row copied out of SQLite, for the query API, which reads a few chunks and keeps
+/// their events.
 struct Chunk {
     first_seq: i64,
+    count: i64,
     received_at_ms: i64,
-    events: String,
+    events: Vec<u8>,
 }
 
 impl Chunk {
     fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Chunk> {
         Ok(Chunk {
             first_seq: r.get(0)?,
+            count: r.get(1)?,
             received_at_ms: r.get(2)?,
-            events: r.get(3)?,
+            events: r.get_ref(3)?.as_bytes()?.to_vec(),
         })
     }
 
-    /// The chunk's events with their seqs, in order.
-    fn split(&self) -> rusqlite::Result<Vec<StoredRaw>> {
-        let items: Vec<&RawValue> = serde_json::from_str(&self.events).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
-        })?;
-        Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| StoredRaw {
-                seq: self.first_seq + i as i64,
-                received_at_ms: self.received_at_ms,
-                raw: raw.get().to_string(),
-            })
-            .collect())
+    /// The seqs the chunk holds.
+    fn seqs(&self) -> std::ops::Range<i64> {
+        self.first_seq..self.first_seq + self.count
     }
+
+    /// The chunk's events with their seqs, in order; none, with an error in the log, for a
+    /// chunk damaged on disk (see [`ChunkRef::parse`]).
+    fn split(&self) -> Vec<StoredRaw> {
+        let items = std::str::from_utf8(&self.events)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| e.to_string())
+            });
+        match items {
+            Ok(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| StoredRaw {
+                    seq: self.first_seq + i as i64,
+                    received_at_ms: self.received_at_ms,
+                    raw: raw.get().to_string(),
+                })
+                .collect(),
+            Err(error) => {
+                log_damaged(self.first_seq, self.count, &error);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The one log line of a chunk that no longer reads.
+fn log_damaged(first_seq: i64, count: i64, error: &dyn std::fmt::Display) {
+    tracing::error!(
+        first_seq,
+        count,
+        %error,
+        "journal chunk is damaged and no longer parses; its events are skipped"
+    );
 }
 
 /// One stored event, parsed in full: what the backtest replays.
@@ -139,12 +167,7 @@ impl ChunkRef<'_> {
 
     /// None of the events of a chunk that no longer reads, and an error in the log.
     fn damaged<T>(&self, error: &dyn std::fmt::Display) -> Vec<(i64, T)> {
-        tracing::error!(
-            first_seq = self.first_seq,
-            count = self.count,
-            %error,
-            "journal chunk is damaged and no longer parses; its events are skipped"
-        );
+        log_damaged(self.first_seq, self.count, error);
         Vec::new()
     }
 
@@ -328,7 +351,7 @@ pub fn backward(conn: &Connection, below: i64, limit: usize) -> rusqlite::Result
         };
         let exhausted = (chunks.len() as i64) < CHUNKS_PER_QUERY;
         for chunk in &chunks {
-            for event in chunk.split()?.into_iter().rev() {
+            for event in chunk.split().into_iter().rev() {
                 if event.seq < under {
                     under = event.seq;
                     out.push(event);
@@ -337,6 +360,8 @@ pub fn backward(conn: &Connection, below: i64, limit: usize) -> rusqlite::Result
                     }
                 }
             }
+            // Past a damaged chunk too, whose events `split` skipped.
+            under = under.min(chunk.first_seq);
         }
         if exhausted {
             return Ok(out);
@@ -351,23 +376,22 @@ pub fn by_seqs(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<StoredRa
         "SELECT first_seq, count, received_at_ms, events FROM chunks \
          WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
     )?;
-    let mut current: Vec<StoredRaw> = Vec::new();
+    // The chunk last read, with its events (none for a damaged one, read once all the same).
+    let mut current: Option<(std::ops::Range<i64>, Vec<StoredRaw>)> = None;
     let mut out = Vec::with_capacity(seqs.len());
     for &seq in seqs {
-        let covered = |events: &[StoredRaw]| {
-            events.first().is_some_and(|f| f.seq <= seq)
-                && events.last().is_some_and(|l| l.seq >= seq)
-        };
-        if !covered(&current) {
+        if !current
+            .as_ref()
+            .is_some_and(|(range, _)| range.contains(&seq))
+        {
             let chunk = stmt.query_map([seq], Chunk::from_row)?.next().transpose()?;
-            current = match chunk {
-                Some(chunk) => chunk.split()?,
-                None => Vec::new(),
-            };
+            current = chunk.map(|chunk| (chunk.seqs(), chunk.split()));
         }
-        if covered(&current) {
-            let first = current[0].seq;
-            out.push(current[(seq - first) as usize].clone());
+        if let Some((range, events)) = &current
+            && range.contains(&seq)
+            && let Some(event) = events.get((seq - range.start) as usize)
+        {
+            out.push(event.clone());
         }
     }
     Ok(out)
@@ -464,6 +488,29 @@ mod tests {
         let expired = expired(&conn, i64::MAX, 100).unwrap();
         let keys: Vec<usize> = expired.iter().map(|c| c.keys.len()).collect();
         assert_eq!(keys, [1, 0, 0, 1], "no keys from the damaged chunks");
+        // The query API's reads skip them too.
+        let seqs = |rows: Vec<StoredRaw>| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(backward(&conn, i64::MAX, 100).unwrap()), [5, 1]);
+        assert_eq!(seqs(by_seqs(&conn, &[5, 4, 3, 2, 1]).unwrap()), [5, 1]);
+    }
+
+    /// A page read backwards goes past a whole round of damaged chunks (64 of them) to the
+    /// events under them, rather than asking for the same round again.
+    #[test]
+    fn a_backward_read_goes_past_a_round_of_damaged_chunks() {
+        let texts: Vec<(i64, String)> = (1..=66)
+            .map(|seq| (seq, format!(r#"[{{"event":"open","MessageID":{seq}}}]"#)))
+            .collect();
+        let rows: Vec<(i64, &str)> = texts.iter().map(|(s, t)| (*s, t.as_str())).collect();
+        let (_dir, conn) = crate::journal::test_journal_in_tempdir(&rows);
+        conn.execute("UPDATE chunks SET events = X'ff' WHERE first_seq >= 3", [])
+            .unwrap();
+        let found: Vec<i64> = backward(&conn, i64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(found, [2, 1]);
     }
 
     #[test]
