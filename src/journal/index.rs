@@ -89,7 +89,7 @@ impl LookupKey {
     pub fn hash(&self) -> i64 {
         match self {
             LookupKey::Email(v) => hash_tagged(EMAIL, v),
-            LookupKey::MessageId(v) => hash_tagged(MESSAGE_ID, &v.to_string()),
+            LookupKey::MessageId(v) => hash_tagged(MESSAGE_ID, itoa::Buffer::new().format(*v)),
             LookupKey::CustomId(v) => hash_tagged(CUSTOM_ID, v),
             LookupKey::Campaign(v) => hash_tagged(CAMPAIGN, v),
         }
