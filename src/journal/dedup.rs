@@ -30,6 +30,20 @@ pub const SWEEP_KEYS: usize = 8192;
 /// A commit of at least this many events writes its keys straight into the table.
 pub const DIRECT_CLAIM_EVENTS: usize = 256;
 
+/// Keys one statement of the sweep inserts.
+const SWEEP_ROWS: usize = 128;
+
+const INSERT_KEY: &str = "INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)";
+
+/// [`INSERT_KEY`] for [`SWEEP_ROWS`] keys at once.
+fn sweep_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows = vec!["(?, ?)"; SWEEP_ROWS].join(", ");
+        format!("INSERT OR IGNORE INTO dedup (key, seq) VALUES {rows}")
+    })
+}
+
 /// The `meta` row that says up to which `seq` the table holds every key.
 const DEDUP_SEQ: &str = "dedup_seq";
 
@@ -74,7 +88,7 @@ impl Dedup {
         direct: bool,
     ) -> rusqlite::Result<Claimer<'c>> {
         let sql = if direct {
-            "INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)"
+            INSERT_KEY
         } else {
             "SELECT 1 FROM dedup WHERE key = ?1"
         };
@@ -108,9 +122,20 @@ impl Dedup {
             .map(|(key, &seq)| (sort_order(key), key, seq))
             .collect();
         keys.sort_unstable_by_key(|&(order, _, _)| order);
-        let mut insert =
-            conn.prepare_cached("INSERT OR IGNORE INTO dedup (key, seq) VALUES (?1, ?2)")?;
-        for (_, key, seq) in keys {
+        // Many rows per statement: with one row each, a statement's own bind, step, reset and
+        // halt cost as much as the insert (measured under single events: 5,500 against 2,900
+        // instructions per key, and 7 % more requests per second).
+        let mut rows = keys.chunks_exact(SWEEP_ROWS);
+        let mut insert = conn.prepare_cached(sweep_sql())?;
+        for group in rows.by_ref() {
+            for (i, (_, key, seq)) in group.iter().enumerate() {
+                insert.raw_bind_parameter(2 * i + 1, &key[..])?;
+                insert.raw_bind_parameter(2 * i + 2, seq)?;
+            }
+            insert.raw_execute()?;
+        }
+        let mut insert = conn.prepare_cached(INSERT_KEY)?;
+        for (_, key, seq) in rows.remainder() {
             insert.execute(params![&key[..], seq])?;
         }
         set_swept_seq(conn, last_seq)?;
@@ -297,6 +322,37 @@ mod tests {
             (0, SWEEP_KEYS as i64)
         );
         assert_eq!(swept_seq(&conn).unwrap(), Some(SWEEP_KEYS as i64));
+    }
+
+    /// The sweep writes many keys per statement and the rest one by one: each key lands in
+    /// the table with its own event's `seq`, whichever way it went.
+    #[test]
+    fn a_sweep_stores_every_key_with_its_seq() {
+        let (_dir, mut conn) = journal();
+        let mut dedup = Dedup::load(&conn).unwrap();
+        let count = 2 * SWEEP_ROWS as u64 + 3;
+        // Claimed in an order that is not the keys' order, as concurrent events are.
+        let ids: Vec<u64> = (1..=count).rev().collect();
+        commit(&mut dedup, &mut conn, &ids, false);
+        let tx = conn.transaction().unwrap();
+        dedup.before_commit(&tx, count as i64, true).unwrap();
+        tx.commit().unwrap();
+        dedup.committed();
+
+        let mut stored: Vec<(Vec<u8>, i64)> = conn
+            .prepare("SELECT key, seq FROM dedup")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        stored.sort();
+        let mut expected: Vec<(Vec<u8>, i64)> = (1..=count)
+            .map(|id| (key(id).to_vec(), id as i64))
+            .collect();
+        expected.sort();
+        assert_eq!(stored, expected);
+        assert_eq!(dedup.recent_len(), 0);
     }
 
     #[test]
