@@ -266,7 +266,7 @@ fn write_all(
     next_seq: i64,
 ) -> rusqlite::Result<(Vec<AppendOutcome>, Tally, i64)> {
     let tx = ImmediateTx::begin(conn)?;
-    let mut chunks = ChunkBuilder::new(next_seq);
+    let mut chunks = ChunkBuilder::new(next_seq, chunk_bytes(batch));
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut tally = Tally::default();
     let direct = batch.iter().map(Command::weight).sum::<usize>() >= DIRECT_CLAIM_EVENTS;
@@ -373,14 +373,29 @@ struct ChunkBuilder {
     text: Vec<u8>,
 }
 
+/// The size of the chunk text the batch's events make, up to one chunk's limit, so that its
+/// buffer is allocated once instead of growing by doubling (measured under single events: 1,000
+/// fewer instructions per event in the writer, a third of its allocator's).
+fn chunk_bytes(batch: &[Command]) -> usize {
+    let events: usize = batch
+        .iter()
+        .map(|command| match command {
+            Command::Append(append, _) => append.events.iter().map(|e| e.range.len() + 1).sum(),
+            _ => 0,
+        })
+        .sum();
+    (events + 1).min(super::chunks::MAX_CHUNK_BYTES + 1)
+}
+
 impl ChunkBuilder {
-    fn new(next_seq: i64) -> ChunkBuilder {
+    /// `capacity`: the text's expected size, so that it is allocated once.
+    fn new(next_seq: i64, capacity: usize) -> ChunkBuilder {
         ChunkBuilder {
             next_seq,
             first_seq: next_seq,
             count: 0,
             received_at_ms: i64::MAX,
-            text: Vec::new(),
+            text: Vec::with_capacity(capacity),
         }
     }
 
