@@ -355,6 +355,54 @@ mod tests {
         assert_eq!(dedup.recent_len(), 0);
     }
 
+    /// A sweep that fails part way (here the file may not grow, as on a full disk) leaves
+    /// nothing behind: the table and `dedup_seq` are as they were, every key is still claimed
+    /// in memory, and the next sweep, once there is room, stores them all.
+    #[test]
+    fn a_sweep_that_fails_part_way_keeps_every_key_in_memory() {
+        let (_dir, mut conn) = journal();
+        let mut dedup = Dedup::load(&conn).unwrap();
+        // Enough keys for several pages of the table, so that the sweep fails after some of
+        // its statements have run.
+        let count = 16 * SWEEP_ROWS as u64 + 3;
+        let ids: Vec<u64> = (1..=count).collect();
+        commit(&mut dedup, &mut conn, &ids, false);
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let swept_before = swept_seq(&conn).unwrap();
+
+        let tx = conn.transaction().unwrap();
+        let err = dedup.before_commit(&tx, count as i64, true).unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull),
+            "{err}"
+        );
+        // SQLite has rolled back the whole transaction already, as it may on SQLITE_FULL.
+        drop(tx);
+        assert!(conn.is_autocommit());
+        dedup.rolled_back();
+        assert_eq!(table_keys(&conn), 0);
+        assert_eq!(swept_seq(&conn).unwrap(), swept_before);
+        assert_eq!(dedup.recent_len(), count as usize);
+        assert_eq!(
+            commit(&mut dedup, &mut conn, &[1, count, count + 1], false),
+            [false, false, true]
+        );
+
+        conn.pragma_update(None, "max_page_count", 1 << 30).unwrap();
+        let tx = conn.transaction().unwrap();
+        dedup.before_commit(&tx, count as i64 + 1, true).unwrap();
+        tx.commit().unwrap();
+        dedup.committed();
+        assert_eq!(
+            (dedup.recent_len(), table_keys(&conn)),
+            (0, count as i64 + 1)
+        );
+    }
+
     #[test]
     fn a_large_commit_writes_its_keys_to_the_table() {
         let (_dir, mut conn) = journal();
