@@ -69,37 +69,29 @@ impl Chunk {
     /// The chunk's events with their seqs, in order; none, with an error in the log, for a
     /// chunk damaged on disk (see [`ChunkRef::parse`]).
     fn split(&self) -> Vec<StoredRaw> {
-        let items = std::str::from_utf8(&self.events)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| e.to_string())
-            });
-        match items {
-            Ok(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, raw)| StoredRaw {
-                    seq: self.first_seq + i as i64,
-                    received_at_ms: self.received_at_ms,
-                    raw: raw.get().to_string(),
-                })
-                .collect(),
-            Err(error) => {
-                log_damaged(self.first_seq, self.count, &error);
-                Vec::new()
-            }
-        }
+        let chunk = ChunkRef {
+            first_seq: self.first_seq,
+            count: self.count,
+            received_at_ms: self.received_at_ms,
+            events: &self.events,
+        };
+        chunk
+            .parse(raw_array, |one| Ok(one.to_string()))
+            .into_iter()
+            .map(|(seq, raw)| StoredRaw {
+                seq,
+                received_at_ms: self.received_at_ms,
+                raw,
+            })
+            .collect()
     }
 }
 
-/// The one log line of a chunk that no longer reads.
-fn log_damaged(first_seq: i64, count: i64, error: &dyn std::fmt::Display) {
-    tracing::error!(
-        first_seq,
-        count,
-        %error,
-        "journal chunk is damaged and no longer parses; its events are skipped"
-    );
+/// The exact text of each element of a chunk's array.
+fn raw_array(text: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str::<Vec<&RawValue>>(text)
+        .map(|raws| raws.into_iter().map(|raw| raw.get().to_string()).collect())
+        .map_err(|e| e.to_string())
 }
 
 /// One stored event, parsed in full: what the backtest replays.
@@ -167,7 +159,12 @@ impl ChunkRef<'_> {
 
     /// None of the events of a chunk that no longer reads, and an error in the log.
     fn damaged<T>(&self, error: &dyn std::fmt::Display) -> Vec<(i64, T)> {
-        log_damaged(self.first_seq, self.count, error);
+        tracing::error!(
+            first_seq = self.first_seq,
+            count = self.count,
+            %error,
+            "journal chunk is damaged and no longer parses; its events are skipped"
+        );
         Vec::new()
     }
 
