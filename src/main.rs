@@ -279,6 +279,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create server.data_dir {}", data_dir.display()))?;
+    // Held until `serve` returns, after the last commit and the pipeline's last step.
+    let _lock = bouncewatch::journal::DirLock::acquire(data_dir)?;
     // Before the runtime: the OTLP exporter's blocking HTTP client must not live inside it.
     let metrics = Arc::new(Metrics::new(&config.metrics, data_dir)?);
     tracing::info!(

@@ -15,6 +15,7 @@
 mod chunks;
 mod dedup;
 mod index;
+mod lock;
 mod postings;
 mod query;
 mod schema;
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 
 pub use chunks::{StoredRaw, Tail, TailedEvent};
 pub use index::{LookupKey, Progress};
+pub use lock::{DirLock, LockError};
 pub use query::{
     EventFilter, EventPage, QuarantineFilter, QuarantinePage, StoredEvent, StoredQuarantine,
 };
