@@ -545,6 +545,79 @@ mod tests {
         }
     }
 
+    /// A directory made append-only (`chattr +a`) for as long as it lives: files can be created
+    /// in it but none can be removed, not even by root. Needs root and a file system with file
+    /// attributes (ext4 here); where it cannot be set, the error says why.
+    struct AppendOnly<'a>(&'a Path);
+
+    impl<'a> AppendOnly<'a> {
+        fn set(dir: &'a Path) -> Result<AppendOnly<'a>, String> {
+            let out = std::process::Command::new("chattr")
+                .arg("+a")
+                .arg(dir)
+                .output()
+                .map_err(|e| format!("cannot run chattr: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+            Ok(AppendOnly(dir))
+        }
+    }
+
+    impl Drop for AppendOnly<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-a")
+                .arg(self.0)
+                .status();
+        }
+    }
+
+    /// An index with an older layout that cannot be deleted is refused, by name, and left
+    /// whole: the journal does not open on an index it could not replace. (The server then
+    /// exits with this message; deleting the file by hand, or fixing its directory, is the way
+    /// out.)
+    #[test]
+    fn an_older_index_that_cannot_be_deleted_is_refused_by_name_and_left_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite3");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE lookup (k INTEGER NOT NULL, seq INTEGER NOT NULL,
+                    PRIMARY KEY (k, seq)) WITHOUT ROWID;
+                 INSERT INTO lookup VALUES (1, 1);",
+            )
+            .unwrap();
+        let locked = match AppendOnly::set(dir.path()) {
+            Ok(locked) => locked,
+            Err(why) if std::env::var_os("CI").is_none() => {
+                eprintln!("SKIPPED: cannot make a directory append-only ({why}); run as root");
+                return;
+            }
+            Err(why) => panic!("cannot make a directory append-only ({why}); CI runs as root"),
+        };
+        let message = open(&path)
+            .expect_err("an index that cannot be deleted was opened")
+            .to_string();
+        assert!(
+            message.contains("cannot delete the old lookup index")
+                && message.contains(&path.display().to_string()),
+            "{message}"
+        );
+        drop(locked);
+        let rows: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM lookup WHERE k = 1 AND seq = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 1, "the old index was changed");
+    }
+
     /// The indexer stores hashes without building keys; they must be the hashes of the keys a
     /// query builds, and the same in every release (an index on disk outlives the binary).
     #[test]
