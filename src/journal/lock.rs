@@ -120,6 +120,72 @@ mod tests {
         DirLock::acquire(dir.path()).expect("free again once the first is dropped");
     }
 
+    /// A tmpfs mounted on a fresh directory for as long as it lives (needs root).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount() -> Result<Tmpfs, String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            run(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], dir.path())?;
+            Ok(Tmpfs(dir))
+        }
+
+        fn read_only(&self) -> Result<(), String> {
+            run(&["-o", "remount,ro"], self.0.path())
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    fn run(args: &[&str], path: &Path) -> Result<(), String> {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// On a read-only file system the lock is taken through a file opened for reading, when an
+    /// earlier start left one; without one there is nothing to lock, and nothing to protect.
+    #[test]
+    fn a_read_only_data_dir_is_locked_through_an_existing_lock_file_and_starts_without_one() {
+        let fs = match Tmpfs::mount() {
+            Ok(fs) => fs,
+            Err(why) if std::env::var_os("CI").is_none() => {
+                eprintln!("SKIPPED: cannot mount a tmpfs ({why}); run as root");
+                return;
+            }
+            Err(why) => panic!("cannot mount a tmpfs ({why}); CI runs as root"),
+        };
+        let used = fs.0.path().join("used");
+        let new = fs.0.path().join("new");
+        std::fs::create_dir(&used).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        drop(DirLock::acquire(&used).unwrap());
+        fs.read_only().unwrap();
+
+        let held = DirLock::acquire(&used).expect("a read-only dir with a lock file");
+        assert!(held._file.is_some());
+        assert!(
+            matches!(DirLock::acquire(&used), Err(LockError::InUse { .. })),
+            "a lock taken through a read-only file did not hold"
+        );
+        let unlocked = DirLock::acquire(&new).expect("a read-only dir without a lock file");
+        assert!(unlocked._file.is_none());
+    }
+
     #[test]
     fn the_refusal_names_the_dir_the_pid_and_what_to_do() {
         let message = LockError::InUse {
