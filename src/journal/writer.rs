@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, params};
 
-use super::dedup::{DIRECT_CLAIM_EVENTS, Dedup};
+use super::dedup::{DELETE_KEY, DIRECT_CLAIM_EVENTS, Dedup};
 use super::{
     AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
     RETENTION_EVENTS, RETENTION_TICK,
@@ -269,9 +269,20 @@ fn write_all(
     let mut chunks = ChunkBuilder::new(next_seq, chunk_bytes(batch));
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut tally = Tally::default();
-    let direct = batch.iter().map(Command::weight).sum::<usize>() >= DIRECT_CLAIM_EVENTS;
+    // A large commit (a Version 2 batch) claims all its keys at once, in the table.
+    let large: Option<Vec<crate::event::DedupKey>> =
+        (batch.iter().map(Command::weight).sum::<usize>() >= DIRECT_CLAIM_EVENTS).then(|| {
+            batch
+                .iter()
+                .filter_map(|command| match command {
+                    Command::Append(append, _) => Some(append.events.iter().map(|e| e.dedup_key)),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        });
     {
-        let mut claimer = dedup.claimer(&tx, direct)?;
+        let mut claimer = dedup.claimer(&tx, large.as_deref().map(|keys| (keys, next_seq)))?;
         for command in batch {
             match command {
                 Command::Append(append, _) => {
@@ -353,9 +364,6 @@ impl Drop for ImmediateTx<'_> {
         }
     }
 }
-
-/// Deletes an expired event's key; the `seq` check leaves a key that belongs to another event.
-const DELETE_KEY: &str = "DELETE FROM dedup WHERE key = ?1 AND seq = ?2";
 
 const DELETE_CHUNK: &str = "DELETE FROM chunks WHERE first_seq = ?1";
 
