@@ -369,13 +369,13 @@ mod tests {
     }
 
     /// Claims `ids` in one transaction and commits, as the writer does. A small commit gives
-    /// each event `seq` = id; a large one numbers its new events from the first id up, as the
-    /// writer numbers them.
+    /// each event `seq` = id; a large one numbers its new events from its largest id up, so
+    /// above every `seq` stored before, as the writer numbers them.
     fn commit(dedup: &mut Dedup, conn: &mut Connection, ids: &[u64], direct: bool) -> Vec<bool> {
         let tx = conn.transaction().unwrap();
         let keys: Vec<DedupKey> = ids.iter().map(|&id| key(id)).collect();
         let fresh = if direct {
-            let mut next = ids.first().copied().unwrap_or(0) as i64;
+            let mut next = ids.iter().max().copied().unwrap_or(0) as i64;
             let mut claimer = dedup.claimer(&tx, Some((&keys, next))).unwrap();
             keys.iter()
                 .map(|key| {
@@ -514,6 +514,43 @@ mod tests {
         );
     }
 
+    /// A large commit whose claims fail part way (a full disk) claims nothing: the error
+    /// reaches the writer, the table is as it was, no key is left in memory, and the same keys
+    /// are all new once there is room.
+    #[test]
+    fn a_large_commit_whose_claims_fail_part_way_claims_nothing() {
+        let (_dir, mut conn) = journal();
+        let mut dedup = Dedup::load(&conn).unwrap();
+        assert_eq!(commit(&mut dedup, &mut conn, &[1], true), [true]);
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        // Enough keys for several pages of the table, so that some groups went in first.
+        let keys: Vec<DedupKey> = (2..=16 * SWEEP_ROWS as u64 + 3).map(key).collect();
+
+        let tx = conn.transaction().unwrap();
+        let err = dedup
+            .claimer(&tx, Some((&keys, 2)))
+            .err()
+            .expect("claims on a full disk succeeded");
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull),
+            "{err}"
+        );
+        drop(tx);
+        dedup.rolled_back();
+        assert_eq!(table_keys(&conn), 1);
+        assert_eq!(dedup.recent_len(), 0);
+
+        conn.pragma_update(None, "max_page_count", 1 << 30).unwrap();
+        let ids: Vec<u64> = (1..=16 * SWEEP_ROWS as u64 + 3).collect();
+        let fresh = commit(&mut dedup, &mut conn, &ids, true);
+        assert!(!fresh[0] && fresh[1..].iter().all(|&f| f));
+        assert_eq!(table_keys(&conn), ids.len() as i64);
+    }
+
     #[test]
     fn a_large_commit_writes_its_keys_to_the_table() {
         let (_dir, mut conn) = journal();
@@ -562,7 +599,7 @@ mod tests {
             "the 300 new keys and the one stored before"
         );
         assert_eq!(stored[&key(1000)[..]], 1000, "the stored key kept its seq");
-        let mut next = 1;
+        let mut next = 1001;
         for (id, fresh) in ids.iter().zip(&fresh) {
             if *fresh {
                 assert_eq!(stored[&key(*id)[..]], next, "seq of id {id}");
