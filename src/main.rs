@@ -312,6 +312,7 @@ async fn run(
         &config.windows,
         &config.providers,
         metrics.clone(),
+        Some(journal.recent()),
     )?;
 
     // Alerts: the evaluation thread writes the outbox, the notifier task delivers it.

@@ -41,6 +41,120 @@ impl Brief<'_> {
     }
 }
 
+/// Where an event's [`Brief`] lies in its raw text, as the receiver's parse found it: the
+/// numbers, and the position of each string. The journal keeps it for its newest events (see
+/// `journal/recent.rs`), so that the pipeline and the lookup indexer rebuild the brief without
+/// parsing the JSON a second and a third time (that parse was two thirds of the pipeline's
+/// instructions and nearly half of the indexer's). Built only when every string is a plain slice
+/// of the raw text; a string with escapes, or a number kept as text, needs the parse.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BriefAt {
+    kind: EventKind,
+    hard_bounce: Option<bool>,
+    time: Option<i64>,
+    message_id: MessageId,
+    campaign_id: u64,
+    email: Span,
+    custom_campaign: Span,
+    custom_id: Span,
+    error_related_to: Span,
+    error: Span,
+    smtp_reply: Span,
+}
+
+/// A string's bytes `start..start + len` in the raw text; `start == u32::MAX` for an absent one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    const ABSENT: Span = Span {
+        start: u32::MAX,
+        len: 0,
+    };
+
+    /// The span of `value` within `raw`; `None` when it is not a slice of `raw` (it was
+    /// unescaped or formatted into a string of its own).
+    fn of(value: Option<&Cow<'_, str>>, raw: &str) -> Option<Span> {
+        let Some(value) = value else {
+            return Some(Span::ABSENT);
+        };
+        let Cow::Borrowed(value) = value else {
+            return None;
+        };
+        let start = (value.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+        let end = start.checked_add(value.len())?;
+        (end <= raw.len()).then_some(Span {
+            start: u32::try_from(start).ok()?,
+            len: u32::try_from(value.len()).ok()?,
+        })
+    }
+
+    fn get<'a>(self, raw: &'a str) -> Option<Cow<'a, str>> {
+        if self.start == u32::MAX {
+            return None;
+        }
+        let start = self.start as usize;
+        raw.get(start..start + self.len as usize).map(Cow::Borrowed)
+    }
+}
+
+impl BriefAt {
+    /// Where the text fields of a brief lie in `raw`, given the numbers already read. `texts`
+    /// are, in order: `email`, `customcampaign`, `CustomID`, `error_related_to`, `error` and
+    /// `smtp_reply`, each as the wire parse borrowed it from `raw`.
+    pub(super) fn locate(
+        kind: EventKind,
+        time: Option<i64>,
+        message_id: MessageId,
+        campaign_id: u64,
+        hard_bounce: Option<bool>,
+        texts: [Option<&Cow<'_, str>>; 6],
+        raw: &str,
+    ) -> Option<BriefAt> {
+        let [
+            email,
+            custom_campaign,
+            custom_id,
+            error_related_to,
+            error,
+            smtp_reply,
+        ] = texts;
+        Some(BriefAt {
+            kind,
+            hard_bounce,
+            time,
+            message_id,
+            campaign_id,
+            email: Span::of(email, raw)?,
+            custom_campaign: Span::of(custom_campaign, raw)?,
+            custom_id: Span::of(custom_id, raw)?,
+            error_related_to: Span::of(error_related_to, raw)?,
+            error: Span::of(error, raw)?,
+            smtp_reply: Span::of(smtp_reply, raw)?,
+        })
+    }
+
+    /// The brief again, borrowing from `raw`, the same text it was located in.
+    pub fn brief(self, raw: &str) -> Brief<'_> {
+        Brief {
+            kind: self.kind,
+            time: self.time,
+            message_id: self.message_id,
+            email: self.email.get(raw).unwrap_or_default(),
+            campaign_id: self.campaign_id,
+            custom_campaign: self.custom_campaign.get(raw),
+            custom_id: self.custom_id.get(raw),
+            hard_bounce: self.hard_bounce,
+            error_related_to: self.error_related_to.get(raw),
+            error: self.error.get(raw),
+            smtp_reply: self.smtp_reply.get(raw),
+        }
+    }
+}
+
 /// A brief that owns its strings, for tests that build events from literals.
 #[cfg(test)]
 pub fn owned_brief(json: &str) -> Brief<'static> {
@@ -167,6 +281,81 @@ mod tests {
             "only {} fixture events found",
             events.len()
         );
+    }
+
+    /// The brief at the receiver's positions, for each event of `body`.
+    fn located(body: &str) -> Vec<(String, Option<BriefAt>)> {
+        match crate::event::split_body(body.as_bytes()) {
+            crate::event::SplitBody::Items(items) => items
+                .into_iter()
+                .filter_map(|item| match item {
+                    crate::event::BodyItem::Event { raw, brief, .. } => {
+                        Some((raw.to_string(), brief))
+                    }
+                    crate::event::BodyItem::Invalid { .. } => None,
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the journal's readers rebuild from the receiver's positions is what they would have
+    /// parsed, for every fixture; and most fixtures need no parse at all.
+    #[test]
+    fn a_brief_rebuilt_from_its_positions_is_the_parsed_brief_for_every_fixture() {
+        let (mut events, mut rebuilt) = (0, 0);
+        for path in crate::event::fixture_files() {
+            let body = std::fs::read_to_string(&path).unwrap();
+            if !matches!(
+                crate::event::split_body(body.as_bytes()),
+                crate::event::SplitBody::Items(_)
+            ) {
+                continue;
+            }
+            for (raw, at) in located(&body) {
+                events += 1;
+                if let Some(at) = at {
+                    rebuilt += 1;
+                    assert_eq!(
+                        at.brief(&raw),
+                        parse_brief(&raw).unwrap(),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(events >= 10, "only {events} fixture events found");
+        assert!(rebuilt * 2 > events, "{rebuilt} of {events} located");
+    }
+
+    #[test]
+    fn strings_the_parse_had_to_change_are_not_located() {
+        for body in [
+            // An escape: the string read is not the bytes stored.
+            r#"{"event":"open","email":"a\u0040example.com"}"#,
+            r#"{"event":"bounce","error":"a \"quoted\" reason"}"#,
+            // A number kept as text.
+            r#"{"event":"open","CustomID":42}"#,
+            r#"{"event":"open","customcampaign":true}"#,
+        ] {
+            let [(raw, at)] = &located(body)[..] else {
+                panic!("{body}")
+            };
+            assert_eq!(*at, None, "{raw}");
+        }
+        let body = r#"{"event":"bounce","time":"1700000100","MessageID":19421777835146490,"email":"a@b.c","mj_campaign_id":"7","customcampaign":"=?utf-8?Q?caf=C3=A9?=","CustomID":"","hard_bounce":"true","error_related_to":"recipient","error":"user unknown","smtp_reply":null,"geo":"US"}"#;
+        let [(raw, Some(at))] = &located(body)[..] else {
+            panic!("not located: {body}")
+        };
+        let brief = at.brief(raw);
+        assert_eq!(brief, parse_brief(raw).unwrap());
+        assert_eq!(brief.email, "a@b.c");
+        assert_eq!(brief.custom_id.as_deref(), Some(""));
+        assert_eq!(brief.smtp_reply, None);
+        assert_eq!(brief.message_id, MessageId(19_421_777_835_146_490));
+        assert_eq!(brief.campaign_id, 7);
+        assert_eq!(brief.hard_bounce, Some(true));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod rfc2047;
 
 #[cfg(test)]
 pub use brief::owned_brief;
-pub use brief::{Brief, parse_brief, parse_brief_array};
+pub use brief::{Brief, BriefAt, parse_brief, parse_brief_array};
 
 pub use parse::{BodyItem, SplitBody, parse_event, parse_event_array, split_body};
 pub use rfc2047::decode as decode_rfc2047;

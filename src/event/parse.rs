@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Event, EventKind, MessageId, decode_rfc2047};
+use super::{BriefAt, Event, EventKind, MessageId, decode_rfc2047};
 
 /// What one webhook body turned into.
 #[derive(Debug)]
@@ -33,6 +33,9 @@ pub enum BodyItem<'a> {
         kind: EventKind,
         dedup_key: crate::event::DedupKey,
         raw: &'a str,
+        /// Where its brief lies in `raw`, for the readers of the newest events; `None` when a
+        /// string needed unescaping.
+        brief: Option<BriefAt>,
     },
     Invalid {
         raw: &'a str,
@@ -232,10 +235,27 @@ struct Wire<'a> {
 impl<'a> Wire<'a> {
     /// What the receiver keeps of an accepted event whose exact text is `raw`.
     fn item(&self, raw: &'a str) -> BodyItem<'a> {
+        let kind = EventKind::from_name(&self.event);
         BodyItem::Event {
-            kind: EventKind::from_name(&self.event),
+            kind,
             dedup_key: self.dedup_key(),
             raw,
+            brief: BriefAt::locate(
+                kind,
+                self.time,
+                MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0)),
+                self.mj_campaign_id.unwrap_or(0),
+                self.hard_bounce,
+                [
+                    self.email.as_ref(),
+                    self.customcampaign.as_ref(),
+                    self.custom_id.as_ref(),
+                    self.error_related_to.as_ref(),
+                    self.error.as_ref(),
+                    self.smtp_reply.as_ref(),
+                ],
+                raw,
+            ),
         }
     }
 

@@ -114,6 +114,7 @@ async fn handle(state: &AppState, request: Request) -> Response {
                         kind,
                         dedup_key,
                         raw,
+                        brief,
                     } => {
                         // `raw` is a slice of `bytes`: keep its position, not a copy.
                         let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
@@ -122,6 +123,7 @@ async fn handle(state: &AppState, request: Request) -> Response {
                             dedup_key,
                             received_at_ms,
                             kind,
+                            brief,
                         });
                     }
                     BodyItem::Invalid { raw, reason } => {

@@ -398,6 +398,8 @@ pub fn by_seqs(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<StoredRa
 /// thread (the pipeline). WAL lets it read while the writer writes.
 pub struct Tail {
     conn: Connection,
+    /// The newest chunks, read before SQLite when they hold the next `seq` (see `recent.rs`).
+    recent: Option<std::sync::Arc<super::Recent>>,
 }
 
 impl Tail {
@@ -405,7 +407,13 @@ impl Tail {
         let path = dir.join("journal.sqlite3");
         let conn = super::schema::open_reader(&path)
             .map_err(|source| super::JournalError::Open { path, source })?;
-        Ok(Tail { conn })
+        Ok(Tail { conn, recent: None })
+    }
+
+    /// Reads the newest events from `recent` when it holds them, as the pipeline's reader.
+    pub fn with_recent(mut self, recent: std::sync::Arc<super::Recent>) -> Tail {
+        self.recent = Some(recent);
+        self
     }
 
     /// Up to `limit` fully parsed events with `seq > after`, oldest first.
@@ -418,8 +426,14 @@ impl Tail {
         &self,
         after: i64,
         limit: usize,
-        consume: impl FnMut(&[TailedBrief<'_>]),
+        mut consume: impl FnMut(&[TailedBrief<'_>]),
     ) -> rusqlite::Result<Option<i64>> {
+        if let Some(recent) = &self.recent
+            && let Some(last) =
+                recent.forward_briefs(super::Reader::Pipeline, after, limit, &mut consume)
+        {
+            return Ok(last);
+        }
         forward_briefs(&self.conn, after, limit, consume)
     }
 }

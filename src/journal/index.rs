@@ -255,6 +255,8 @@ pub struct Indexer {
     pub journal: Connection,
     pub index: Connection,
     pub progress: Arc<Progress>,
+    /// The newest chunks, read before SQLite; `None` in tests that index a journal on disk.
+    pub recent: Option<Arc<super::Recent>>,
     /// Events per burst: [`INDEX_BATCH`], smaller in tests.
     pub batch: usize,
 }
@@ -294,16 +296,23 @@ impl Indexer {
     }
 
     /// Indexes the next batch of journal rows; returns how many it took.
-    fn step(&mut self) -> rusqlite::Result<usize> {
+    pub(super) fn step(&mut self) -> rusqlite::Result<usize> {
         let from = self.progress.indexed.load(Ordering::Acquire);
         // Sorted inserts walk the B-tree once from left to right instead of touching a random
         // page per entry: several times less work for the same rows.
         let mut entries: Vec<(i64, i64)> = Vec::new();
-        let last = super::chunks::forward_briefs(&self.journal, from, self.batch, |events| {
+        let mut add = |events: &[super::chunks::TailedBrief<'_>]| {
             for tailed in events {
                 LookupKey::hashes_of(&tailed.brief, |k| entries.push((k, tailed.seq)));
             }
-        })?;
+        };
+        let served = self.recent.as_ref().and_then(|recent| {
+            recent.forward_briefs(super::Reader::Indexer, from, self.batch, &mut add)
+        });
+        let last = match served {
+            Some(last) => last,
+            None => super::chunks::forward_briefs(&self.journal, from, self.batch, &mut add)?,
+        };
         let Some(last) = last else {
             return Ok(0);
         };
@@ -389,6 +398,7 @@ mod tests {
             journal: crate::journal::schema::open_reader(&journal_path).unwrap(),
             index: open(&index_path).unwrap(),
             progress,
+            recent: None,
             batch,
         };
         let mut indexed = 0;

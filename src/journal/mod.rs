@@ -18,6 +18,7 @@ mod index;
 mod lock;
 mod postings;
 mod query;
+mod recent;
 mod schema;
 mod writer;
 
@@ -41,6 +42,7 @@ pub use lock::{DirLock, LockError};
 pub use query::{
     EventFilter, EventPage, QuarantineFilter, QuarantinePage, StoredEvent, StoredQuarantine,
 };
+pub use recent::{Reader, Recent};
 
 /// `[journal]` in the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +102,9 @@ pub struct NewEvent {
     pub received_at_ms: i64,
     /// Counted by the writer once the event is committed.
     pub kind: crate::event::EventKind,
+    /// Where its brief lies in its text, handed to the journal's readers with the commit (see
+    /// `recent.rs`).
+    pub brief: Option<crate::event::BriefAt>,
 }
 
 /// A body, or one element of a body, that could not be read as an event.
@@ -162,6 +167,8 @@ pub struct Journal {
     /// `spawn_blocking`; WAL lets it read while the writer writes.
     reader: Arc<Mutex<Connection>>,
     progress: Arc<Progress>,
+    /// The newest committed chunks, for the threads that tail the journal.
+    recent: Arc<Recent>,
     /// Woken by a query that needs the lookup index to catch up. The writer does not wake it
     /// per commit: indexing in bursts every half second disturbs ingest far less (measured).
     indexer: std::thread::Thread,
@@ -205,10 +212,12 @@ impl Journal {
         progress.committed.store(committed, Ordering::Release);
         progress.indexed.store(indexed, Ordering::Release);
 
+        let recent = Arc::new(Recent::new(next_seq));
         let indexer = index::Indexer {
             journal: schema::open_reader(&path).map_err(open_err(&path))?,
             index: index_conn,
             progress: progress.clone(),
+            recent: Some(recent.clone()),
             batch: index::INDEX_BATCH,
         };
         let reader = schema::open_reader(&path).map_err(open_err(&path))?;
@@ -224,7 +233,15 @@ impl Journal {
             .spawn(move || indexer.run())
             .map_err(spawn_err)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let state = writer::Writer::new(conn, config, metrics, progress.clone(), next_seq, dedup);
+        let state = writer::Writer::new(
+            conn,
+            config,
+            metrics,
+            progress.clone(),
+            next_seq,
+            dedup,
+            recent.clone(),
+        );
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || state.run(rx))
@@ -234,6 +251,7 @@ impl Journal {
             capacity: config.queue_capacity.max(1),
             reader: Arc::new(Mutex::new(reader)),
             progress,
+            recent,
             indexer: indexer.thread().clone(),
             threads: Arc::new(Mutex::new(Threads {
                 writer: Some(writer),
@@ -301,6 +319,11 @@ impl Journal {
     }
 
     /// The writer's and the indexer's positions in the journal.
+    /// The newest committed chunks, for a thread that tails the journal (the pipeline).
+    pub fn recent(&self) -> Arc<Recent> {
+        self.recent.clone()
+    }
+
     pub fn progress(&self) -> &Progress {
         &self.progress
     }

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, params};
 
 use super::dedup::{DELETE_KEY, DIRECT_CLAIM_EVENTS, Dedup};
+use super::recent::{self, Recent};
 use super::{
     AppendOutcome, Command, JournalConfig, JournalError, NewQuarantine, Progress, RETENTION_BATCH,
     RETENTION_EVENTS, RETENTION_TICK,
 };
-use crate::event::EventKind;
+use crate::event::{BriefAt, EventKind};
 use crate::metrics::Metrics;
 
 pub struct Writer {
@@ -30,6 +31,8 @@ pub struct Writer {
     /// The `seq` the next stored event gets. Advanced only when a commit succeeds.
     next_seq: i64,
     dedup: Dedup,
+    /// Where each commit's chunks go once it has returned, for the journal's readers.
+    recent: Arc<Recent>,
     max_batch_events: usize,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -44,12 +47,14 @@ impl Writer {
         progress: Arc<Progress>,
         next_seq: i64,
         dedup: Dedup,
+        recent: Arc<Recent>,
     ) -> Writer {
         Writer {
             conn,
             progress,
             next_seq,
             dedup,
+            recent,
             max_batch_events: config.max_batch_events.max(1),
             retention: config.retention.0,
             metrics,
@@ -111,8 +116,10 @@ impl Writer {
         let result = write_all(&self.conn, &mut self.dedup, &batch, self.next_seq);
         let elapsed = started.elapsed();
         match result {
-            Ok((outcomes, tally, next_seq)) => {
+            Ok((outcomes, tally, next_seq, chunks)) => {
                 self.dedup.committed();
+                // Before `committed` moves: a reader that sees the new `seq` finds its chunks.
+                self.recent.publish(chunks);
                 self.metrics.journal_commit(elapsed, events);
                 self.metrics.committed(&tally.stored, super::now_ms());
                 self.metrics.duplicates(tally.duplicates);
@@ -256,31 +263,33 @@ impl Command {
     }
 }
 
-/// Writes every command of the batch in one transaction and commits it. Returns each
-/// command's outcome, what the commit holds for the metrics, and the `seq` the next event will
-/// get.
+/// What a commit did: each command's outcome, what it holds for the metrics, the `seq` the next
+/// event will get, and the chunk rows it wrote.
+type Written = (Vec<AppendOutcome>, Tally, i64, Vec<recent::Chunk>);
+
+/// Writes every command of the batch in one transaction and commits it.
 fn write_all(
     conn: &Connection,
     dedup: &mut Dedup,
     batch: &[Command],
     next_seq: i64,
-) -> rusqlite::Result<(Vec<AppendOutcome>, Tally, i64)> {
+) -> rusqlite::Result<Written> {
     let tx = ImmediateTx::begin(conn)?;
-    let mut chunks = ChunkBuilder::new(next_seq, chunk_bytes(batch));
+    let weight: usize = batch.iter().map(Command::weight).sum();
+    let mut chunks = ChunkBuilder::new(next_seq, chunk_bytes(batch), weight);
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut tally = Tally::default();
     // A large commit (a Version 2 batch) claims all its keys at once, in the table.
-    let large: Option<Vec<crate::event::DedupKey>> =
-        (batch.iter().map(Command::weight).sum::<usize>() >= DIRECT_CLAIM_EVENTS).then(|| {
-            batch
-                .iter()
-                .filter_map(|command| match command {
-                    Command::Append(append, _) => Some(append.events.iter().map(|e| e.dedup_key)),
-                    _ => None,
-                })
-                .flatten()
-                .collect()
-        });
+    let large: Option<Vec<crate::event::DedupKey>> = (weight >= DIRECT_CLAIM_EVENTS).then(|| {
+        batch
+            .iter()
+            .filter_map(|command| match command {
+                Command::Append(append, _) => Some(append.events.iter().map(|e| e.dedup_key)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    });
     {
         let mut claimer = dedup.claimer(&tx, large.as_deref().map(|keys| (keys, next_seq)))?;
         for command in batch {
@@ -290,7 +299,7 @@ fn write_all(
                     for new in &append.events {
                         if claimer.claim(&new.dedup_key, chunks.next_seq)? {
                             let raw = append.body.get(new.range.clone()).unwrap_or_default();
-                            chunks.push(&tx, raw, new.received_at_ms)?;
+                            chunks.push(&tx, raw, new.received_at_ms, new.brief)?;
                             outcome.stored += 1;
                             tally.stored[new.kind.index()] += 1;
                         } else {
@@ -314,10 +323,10 @@ fn write_all(
             }
         }
     }
-    let next_seq = chunks.finish(&tx)?;
+    let (next_seq, written) = chunks.finish(&tx)?;
     dedup.before_commit(&tx, next_seq - 1, false)?;
     tx.commit()?;
-    Ok((outcomes, tally, next_seq))
+    Ok((outcomes, tally, next_seq, written))
 }
 
 /// What one commit stored, counted once per commit rather than once per request.
@@ -379,6 +388,12 @@ struct ChunkBuilder {
     received_at_ms: i64,
     /// JSON text, kept as bytes: every piece is a UTF-8 slice of a checked body.
     text: Vec<u8>,
+    /// Each event's bytes in `text`, and where its brief lies within them.
+    events: Vec<recent::Placed>,
+    /// The chunks written so far, handed to [`Recent`] if the commit returns.
+    written: Vec<recent::Chunk>,
+    /// The text's expected size, so that it is allocated once.
+    capacity: usize,
 }
 
 /// The size of the chunk text the batch's events make, up to one chunk's limit, so that its
@@ -396,24 +411,44 @@ fn chunk_bytes(batch: &[Command]) -> usize {
 }
 
 impl ChunkBuilder {
-    /// `capacity`: the text's expected size, so that it is allocated once.
-    fn new(next_seq: i64, capacity: usize) -> ChunkBuilder {
+    /// `capacity`: the text's expected size, so that it is allocated once; `events`: how many
+    /// events the commit has at most.
+    fn new(next_seq: i64, capacity: usize, events: usize) -> ChunkBuilder {
         ChunkBuilder {
             next_seq,
             first_seq: next_seq,
             count: 0,
             received_at_ms: i64::MAX,
             text: Vec::with_capacity(capacity),
+            events: Vec::with_capacity(events),
+            written: Vec::new(),
+            capacity,
         }
     }
 
     /// Appends one event's raw JSON; it gets the `seq` that was `next_seq`.
-    fn push(&mut self, tx: &Connection, raw: &[u8], received_at_ms: i64) -> rusqlite::Result<()> {
+    fn push(
+        &mut self,
+        tx: &Connection,
+        raw: &[u8],
+        received_at_ms: i64,
+        brief: Option<BriefAt>,
+    ) -> rusqlite::Result<()> {
         if self.count > 0 && self.text.len() + raw.len() > super::chunks::MAX_CHUNK_BYTES {
             self.flush(tx)?;
         }
+        if self.text.capacity() == 0 {
+            // The text before went to `written`: the next chunk gets a buffer of its own.
+            self.text.reserve(self.capacity);
+        }
         self.text.push(if self.count == 0 { b'[' } else { b',' });
+        // A chunk passes its limit by one event at most, which is at most `server.max_body`:
+        // its offsets fit in `u32`. A chunk whose offsets did not is not handed on.
+        let start = self.text.len();
         self.text.extend_from_slice(raw);
+        if let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(self.text.len())) {
+            self.events.push((start..end, brief));
+        }
         self.received_at_ms = self.received_at_ms.min(received_at_ms);
         self.count += 1;
         self.next_seq += 1;
@@ -433,6 +468,15 @@ impl ChunkBuilder {
             self.received_at_ms,
             text
         ])?;
+        let events = std::mem::take(&mut self.events);
+        if events.len() == self.count as usize {
+            self.written.push(recent::Chunk {
+                first_seq: self.first_seq,
+                received_at_ms: self.received_at_ms,
+                text: std::mem::take(&mut self.text),
+                events,
+            });
+        }
         self.text.clear();
         self.first_seq = self.next_seq;
         self.count = 0;
@@ -440,9 +484,10 @@ impl ChunkBuilder {
         Ok(())
     }
 
-    fn finish(mut self, tx: &Connection) -> rusqlite::Result<i64> {
+    /// Writes the last chunk; returns the `seq` the next event gets, and the chunks written.
+    fn finish(mut self, tx: &Connection) -> rusqlite::Result<(i64, Vec<recent::Chunk>)> {
         self.flush(tx)?;
-        Ok(self.next_seq)
+        Ok((self.next_seq, self.written))
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::state::StateDb;
 use super::{Classifier, Provider, ProvidersConfig};
 use crate::event::EventKind;
-use crate::journal::{JournalError, Tail};
+use crate::journal::{JournalError, Recent, Tail};
 use crate::metrics::Metrics;
 use crate::windows::{CampaignKey, Key, Scope, Windows, WindowsConfig};
 
@@ -63,6 +63,7 @@ impl Pipeline {
         windows: &WindowsConfig,
         providers: &ProvidersConfig,
         metrics: Arc<Metrics>,
+        recent: Option<Arc<Recent>>,
     ) -> Result<Pipeline, PipelineError> {
         let path = dir.join("pipeline.sqlite3");
         let state_err = |source| PipelineError::State {
@@ -95,7 +96,10 @@ impl Pipeline {
         });
         metrics.attach_windows(shared.clone(), windows);
         let runner = Runner {
-            tail: Tail::open(dir)?,
+            tail: match recent {
+                Some(recent) => Tail::open(dir)?.with_recent(recent),
+                None => Tail::open(dir)?,
+            },
             state,
             classifier,
             shared: shared.clone(),
@@ -333,6 +337,7 @@ mod tests {
             &WindowsConfig::default(),
             &ProvidersConfig::default(),
             metrics,
+            None,
         )
         .unwrap();
         let shared = pipeline.shared();
