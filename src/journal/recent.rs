@@ -152,9 +152,10 @@ impl Recent {
             let skip = (from - chunk.first_seq) as usize;
             let count = (chunk.events.len() - skip).min(left);
             let Some(briefs) = chunk.briefs(skip, count) else {
-                // Not UTF-8: impossible for text built from checked bodies, but SQLite's copy is
-                // the one to trust then.
-                return if last.is_none() { None } else { Some(last) };
+                // Impossible for text built from checked bodies, but SQLite's copy is the one
+                // to trust then: the caller reads it from here on.
+                last?;
+                break;
             };
             consume(&briefs);
             left -= count;
@@ -187,7 +188,8 @@ impl Ring {
 
 impl Chunk {
     /// The briefs of `count` events from the `skip`th, each rebuilt from its [`BriefAt`], or
-    /// parsed when it has none. `None` when the text is not UTF-8.
+    /// parsed when it has none. `None` when the text is not UTF-8 or an event's bytes are not
+    /// in it.
     fn briefs(&self, skip: usize, count: usize) -> Option<Vec<TailedBrief<'_>>> {
         let text = std::str::from_utf8(&self.text).ok()?;
         let mut out = Vec::with_capacity(count);
@@ -363,6 +365,22 @@ mod tests {
             read(&recent, Reader::Pipeline, last - 1, 10),
             Some((Some(last), vec![(last, last as u64)]))
         );
+    }
+
+    /// A chunk the ring cannot read (impossible from the writer, but not trusted) sends the
+    /// reader to SQLite from that chunk on, after what came before it.
+    #[test]
+    fn a_chunk_that_does_not_read_sends_the_reader_to_the_journal() {
+        let recent = Recent::new(1);
+        assert_eq!(read(&recent, Reader::Pipeline, 0, 10), Some((None, vec![])));
+        let mut broken = chunk(3, &events(3..=3));
+        broken.events[0].0 = 1..broken.text.len() as u32 + 10;
+        recent.publish(vec![chunk(1, &events(1..=2)), broken]);
+        assert_eq!(
+            read(&recent, Reader::Pipeline, 0, 10),
+            Some((Some(2), vec![(1, 1), (2, 2)]))
+        );
+        assert_eq!(read(&recent, Reader::Pipeline, 2, 10), None);
     }
 
     #[test]
