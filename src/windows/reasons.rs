@@ -39,18 +39,21 @@ pub struct ReasonCount {
 /// A `(category, error)` pair's number in [`Reasons::pair_names`].
 type PairId = u32;
 
+/// foldhash, as for the other per-event maps: SipHash showed in the pipeline's profile.
+type Fast = foldhash::fast::RandomState;
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Reasons {
     series: Vec<(ReasonKey, Series)>,
     /// `category → error → pair`: looked up with the event's borrowed strings, so counting a
     /// known reason allocates nothing (it used to clone five strings per bounce).
     #[serde(skip)]
-    pairs: HashMap<String, HashMap<String, PairId>>,
+    pairs: HashMap<String, HashMap<String, PairId, Fast>, Fast>,
     #[serde(skip)]
     pair_names: Vec<(String, String)>,
     /// `(pair, bounce or blocked, scope)` → position in `series`.
     #[serde(skip)]
-    index: HashMap<(PairId, EventKind, Option<Provider>), usize, foldhash::fast::RandomState>,
+    index: HashMap<(PairId, EventKind, Option<Provider>), usize, Fast>,
 }
 
 impl PartialEq for Reasons {
