@@ -243,7 +243,7 @@ impl<'a> Wire<'a> {
             brief: BriefAt::locate(
                 kind,
                 self.time,
-                MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0)),
+                self.message_id(),
                 self.mj_campaign_id.unwrap_or(0),
                 self.hard_bounce,
                 [
@@ -259,11 +259,16 @@ impl<'a> Wire<'a> {
         }
     }
 
+    /// `MessageID`, or its deprecated string copy when it is absent; 0 when both are.
+    fn message_id(&self) -> MessageId {
+        MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0))
+    }
+
     fn dedup_key(&self) -> crate::event::DedupKey {
         super::dedup_key(
             &self.event,
             self.time,
-            self.message_id.or(self.mj_message_id).unwrap_or(0),
+            self.message_id().0,
             self.email.as_deref().unwrap_or(""),
             self.url.as_deref().unwrap_or(""),
         )
@@ -275,11 +280,12 @@ impl<'a> Wire<'a> {
             .customcampaign
             .as_deref()
             .map(|raw| decode_rfc2047(raw).into_owned());
+        let message_id = self.message_id();
         Event {
             kind: EventKind::from_name(&self.event),
             event_name: self.event.into_owned(),
             time: self.time,
-            message_id: MessageId(self.message_id.or(self.mj_message_id).unwrap_or(0)),
+            message_id,
             message_guid: own(self.message_guid),
             email: own(self.email).unwrap_or_default(),
             campaign_id: self.mj_campaign_id.unwrap_or(0),

@@ -250,6 +250,24 @@ pub fn forward_briefs(
     Ok(last)
 }
 
+/// [`forward_briefs`] for a thread that tails the journal as `reader`: served from `recent`
+/// when it holds `after + 1`, from SQLite otherwise.
+pub fn newest_briefs(
+    conn: &Connection,
+    recent: Option<&super::Recent>,
+    reader: super::Reader,
+    after: i64,
+    limit: usize,
+    mut consume: impl FnMut(&[TailedBrief<'_>]),
+) -> rusqlite::Result<Option<i64>> {
+    if let Some(recent) = recent
+        && let Some(last) = recent.forward_briefs(reader, after, limit, &mut consume)
+    {
+        return Ok(last);
+    }
+    forward_briefs(conn, after, limit, consume)
+}
+
 /// Walks chunks from the one holding `after + 1`, in order, handing each to `visit` with the
 /// range of its seqs to take: those above `after`, and no more than `limit` in all. Rows are
 /// read one at a time, and the walk stops at `limit`, so no chunk past it is read.
@@ -411,8 +429,8 @@ impl Tail {
     }
 
     /// Reads the newest events from `recent` when it holds them, as the pipeline's reader.
-    pub fn with_recent(mut self, recent: std::sync::Arc<super::Recent>) -> Tail {
-        self.recent = Some(recent);
+    pub fn with_recent(mut self, recent: Option<std::sync::Arc<super::Recent>>) -> Tail {
+        self.recent = recent;
         self
     }
 
@@ -426,15 +444,16 @@ impl Tail {
         &self,
         after: i64,
         limit: usize,
-        mut consume: impl FnMut(&[TailedBrief<'_>]),
+        consume: impl FnMut(&[TailedBrief<'_>]),
     ) -> rusqlite::Result<Option<i64>> {
-        if let Some(recent) = &self.recent
-            && let Some(last) =
-                recent.forward_briefs(super::Reader::Pipeline, after, limit, &mut consume)
-        {
-            return Ok(last);
-        }
-        forward_briefs(&self.conn, after, limit, consume)
+        newest_briefs(
+            &self.conn,
+            self.recent.as_deref(),
+            super::Reader::Pipeline,
+            after,
+            limit,
+            consume,
+        )
     }
 }
 

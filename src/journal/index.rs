@@ -301,18 +301,18 @@ impl Indexer {
         // Sorted inserts walk the B-tree once from left to right instead of touching a random
         // page per entry: several times less work for the same rows.
         let mut entries: Vec<(i64, i64)> = Vec::new();
-        let mut add = |events: &[super::chunks::TailedBrief<'_>]| {
-            for tailed in events {
-                LookupKey::hashes_of(&tailed.brief, |k| entries.push((k, tailed.seq)));
-            }
-        };
-        let served = self.recent.as_ref().and_then(|recent| {
-            recent.forward_briefs(super::Reader::Indexer, from, self.batch, &mut add)
-        });
-        let last = match served {
-            Some(last) => last,
-            None => super::chunks::forward_briefs(&self.journal, from, self.batch, &mut add)?,
-        };
+        let last = super::chunks::newest_briefs(
+            &self.journal,
+            self.recent.as_deref(),
+            super::Reader::Indexer,
+            from,
+            self.batch,
+            |events| {
+                for tailed in events {
+                    LookupKey::hashes_of(&tailed.brief, |k| entries.push((k, tailed.seq)));
+                }
+            },
+        )?;
         let Some(last) = last else {
             return Ok(0);
         };

@@ -408,7 +408,7 @@ mod tests {
         let recent = Arc::new(Recent::new(1));
         let tail = super::super::Tail::open(dir.path())
             .unwrap()
-            .with_recent(recent.clone());
+            .with_recent(Some(recent.clone()));
         let progress = Arc::new(super::super::Progress::default());
         let mut indexer = super::super::index::Indexer {
             journal: super::super::schema::open_reader(&dir.path().join("journal.sqlite3"))

@@ -96,10 +96,7 @@ impl Pipeline {
         });
         metrics.attach_windows(shared.clone(), windows);
         let runner = Runner {
-            tail: match recent {
-                Some(recent) => Tail::open(dir)?.with_recent(recent),
-                None => Tail::open(dir)?,
-            },
+            tail: Tail::open(dir)?.with_recent(recent),
             state,
             classifier,
             shared: shared.clone(),
