@@ -47,6 +47,17 @@ fn check_config_fails_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.invalid_body_status"), "{stderr}");
 
+    // A value of the wrong form is named too, not only a value out of range.
+    std::fs::write(&path, "[server]\nmax_body = \"lots\"\n").unwrap();
+    let out = common::command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`server.max_body`"), "{stderr}");
+
     let out = common::command()
         .args(["check-config"])
         .env("BOUNCEWATCH_SERVER_LISTEN", "0.0.0.0:8080")

@@ -58,6 +58,13 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A value of the right name but the wrong form, in the file.
+    #[error("config file {path}: `{key}`: {message}")]
+    Value {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("environment variable {var} (config `{key}`): {message}")]
     Env {
         var: String,
@@ -99,14 +106,31 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let unknown_env = apply_env(&mut table, env)?;
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: origin,
-                    message: e.message().to_string(),
-                })?;
+        let (unknown_env, from_env) = apply_env(&mut table, env)?;
+        // The key of a value that does not read is named, and the variable that set it if it
+        // came from the environment: toml's own message says only what is wrong with the value.
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let key = e.path().to_string();
+                let message = e.inner().message().to_string();
+                match from_env.iter().find(|(k, _)| *k == key) {
+                    Some((key, var)) => ConfigError::Env {
+                        var: var.clone(),
+                        key: key.clone(),
+                        message,
+                    },
+                    None if key == "." => ConfigError::Parse {
+                        path: origin,
+                        message,
+                    },
+                    None => ConfigError::Value {
+                        path: origin,
+                        key,
+                        message,
+                    },
+                }
+            },
+        )?;
         Ok(Loaded {
             config,
             unknown_env,
@@ -166,12 +190,17 @@ impl Config {
     }
 }
 
+/// A key set from the environment (`section.key`) and the variable that set it.
+type EnvKey = (String, String);
+
 /// Overlays `BOUNCEWATCH_<SECTION>_<KEY>` variables on `table`. The keys that exist are read off
 /// the defaults, so a new config field is settable from the environment with no extra code.
+/// Returns the variables that match no key, and the keys set (`section.key`) with the variable
+/// that set each.
 fn apply_env(
     table: &mut toml::Table,
     env: &BTreeMap<String, String>,
-) -> Result<Vec<String>, ConfigError> {
+) -> Result<(Vec<String>, Vec<EnvKey>), ConfigError> {
     let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
     let mut known = Vec::new();
     for (section, value) in &defaults {
@@ -182,6 +211,7 @@ fn apply_env(
         }
     }
     let mut unknown = Vec::new();
+    let mut applied = Vec::new();
     for (var, text) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -204,6 +234,7 @@ fn apply_env(
         match entry {
             toml::Value::Table(t) => {
                 t.insert(key.clone(), value);
+                applied.push((format!("{section}.{key}"), var.clone()));
             }
             _ => {
                 return Err(ConfigError::Env {
@@ -214,7 +245,7 @@ fn apply_env(
             }
         }
     }
-    Ok(unknown)
+    Ok((unknown, applied))
 }
 
 /// Reads an environment string as the type the key's default has.
@@ -308,6 +339,39 @@ mod tests {
         std::fs::write(&path, "[webhook]\npasword = \"x\"\n").unwrap();
         let e = Config::load(Some(&path), &env(&[])).unwrap_err();
         assert!(e.to_string().contains("pasword"), "{e}");
+    }
+
+    /// A value that does not read (a size, a duration, a number written as text) names its key,
+    /// and the variable that set it when it came from the environment.
+    #[test]
+    fn a_value_that_does_not_read_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (text, key) in [
+            ("[server]\nmax_body = \"lots\"\n", "server.max_body"),
+            (
+                "[server]\nretry_after_secs = \"x\"\n",
+                "server.retry_after_secs",
+            ),
+            ("[journal]\nretention = \"forever\"\n", "journal.retention"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(Some(&path), &env(&[])).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.contains(&format!("`{key}`")), "{shown}");
+            assert!(shown.contains(&path.display().to_string()), "{shown}");
+        }
+        std::fs::write(&path, "[server]\nmax_body = \"1MiB\"\n").unwrap();
+        let e = Config::load(
+            Some(&path),
+            &env(&[("BOUNCEWATCH_SERVER_MAX_BODY", "lots")]),
+        )
+        .unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains("BOUNCEWATCH_SERVER_MAX_BODY") && shown.contains("`server.max_body`"),
+            "{shown}"
+        );
     }
 
     #[test]
