@@ -3,6 +3,8 @@
 //! Secrets never reach a log line: the config is logged only through `Config::masked`, and the
 //! receiver logs request metadata, never bodies or credentials.
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -30,8 +32,12 @@ pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: stderr is as often a file, a pipe or journald, where the
+    // escape codes would land in the log as text. `NO_COLOR` turns them off anywhere.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let result = if config.format.eq_ignore_ascii_case("json") {
         builder.json().flatten_event(true).try_init()

@@ -1,4 +1,5 @@
-//! The command line: `check-config` validates, masks secrets and names the failing key.
+//! The command line: `check-config` validates, masks secrets and names the failing key; text
+//! logs carry no colour codes when stderr is not a terminal.
 
 mod common;
 
@@ -130,5 +131,39 @@ fn the_readme_rules_example_is_valid() {
     assert!(
         err.contains("microsoft-blocks") && err.contains("threshold"),
         "{err}"
+    );
+}
+
+/// Text logs written to a pipe or a file (journald, `2> log`) are plain text: the escape codes
+/// that colour them on a terminal would land in the file as text.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::command()
+        .env("BOUNCEWATCH_LOG_FORMAT", "text")
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let listening = line.contains("listening");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = seen.join("\n");
+    assert!(text.contains("listening"), "{text}");
+    assert!(text.contains(" INFO "), "not the text format: {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a piped log: {text:?}"
     );
 }
