@@ -38,26 +38,24 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
 fn check_config_fails_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[server]\ninvalid_body_status = 500\n").unwrap();
-    let out = common::command()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.invalid_body_status"), "{stderr}");
-
-    // A value of the wrong form is named too, not only a value out of range.
-    std::fs::write(&path, "[server]\nmax_body = \"lots\"\n").unwrap();
-    let out = common::command()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("`server.max_body`"), "{stderr}");
+    // A value out of range, and a value of the wrong form.
+    for (text, key) in [
+        (
+            "[server]\ninvalid_body_status = 500\n",
+            "server.invalid_body_status",
+        ),
+        ("[server]\nmax_body = \"lots\"\n", "`server.max_body`"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = common::command()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{stderr}");
+    }
 
     let out = common::command()
         .args(["check-config"])
