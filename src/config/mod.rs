@@ -113,10 +113,16 @@ impl Config {
             |e: serde_path_to_error::Error<toml::de::Error>| {
                 let key = e.path().to_string();
                 let message = e.inner().message().to_string();
-                match from_env.iter().find(|(k, _)| *k == key) {
-                    Some((key, var)) => ConfigError::Env {
+                // An element of a list is named below its key (`windows.windows[1]`).
+                let set_by = |k: &String| {
+                    key == *k
+                        || key.starts_with(&format!("{k}["))
+                        || key.starts_with(&format!("{k}."))
+                };
+                match from_env.iter().find(|(k, _)| set_by(k)) {
+                    Some((_, var)) => ConfigError::Env {
                         var: var.clone(),
-                        key: key.clone(),
+                        key,
                         message,
                     },
                     None if key == "." => ConfigError::Parse {
@@ -370,6 +376,14 @@ mod tests {
         let shown = e.to_string();
         assert!(
             shown.contains("BOUNCEWATCH_SERVER_MAX_BODY") && shown.contains("`server.max_body`"),
+            "{shown}"
+        );
+        // A list from the environment: the element is named, and the variable.
+        let e =
+            Config::load(None, &env(&[("BOUNCEWATCH_WINDOWS_WINDOWS", "5m,soon")])).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains("BOUNCEWATCH_WINDOWS_WINDOWS") && shown.contains("`windows.windows[1]`"),
             "{shown}"
         );
     }
