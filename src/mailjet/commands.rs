@@ -194,6 +194,8 @@ async fn self_test(url: &str, out: &mut impl Write) -> anyhow::Result<i32> {
     let masked = setup::mask_url(url);
     match req.send().await {
         Err(e) => {
+            // reqwest's message repeats the URL it was given, token included.
+            let e = e.without_url();
             writeln!(out, "check FAILED: {masked} is unreachable: {e}")?;
             Ok(3)
         }
@@ -304,5 +306,26 @@ pub async fn status(config: &Config, out: &mut impl Write) -> anyhow::Result<i32
             EVENT_TYPES.len()
         )?;
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A check that cannot reach the URL says so without the token in the URL's query.
+    #[tokio::test]
+    async fn an_unreachable_check_does_not_print_the_token() {
+        // As `main` does before any TLS client is built.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut out = Vec::new();
+        let code = super::self_test(
+            "http://u:pw-SECRET@127.0.0.1:1/webhooks/mailjet?token=tok-SECRET",
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("unreachable"), "{out}");
+        assert!(!out.contains("SECRET"), "{out}");
     }
 }
