@@ -182,9 +182,26 @@ impl Engine {
                     // Recovered only once back under the bar the incident was judged against.
                     clean = clean && rate.value().unwrap_or(0.0) < p.fired_limit;
                 }
-                let (mut next, notice) = step(previous, obs.breaching, clean, now, timing);
+                let (mut next, mut notice) = step(previous, obs.breaching, clean, now, timing);
+                let detail = obs
+                    .detail
+                    .as_deref()
+                    .map_or(0, |d| xxhash_rust::xxh3::xxh3_64(d.as_bytes()));
                 if let (Some(s), Some(Notice::Firing)) = (next.as_mut(), notice) {
                     s.fired_limit = obs.limit;
+                }
+                if let Some(s) = next.as_mut()
+                    && s.phase == super::state::Phase::Firing
+                {
+                    // What is wrong changed while firing (another callback died, one came
+                    // back): say so now, not at the next repeat hours later.
+                    if notice.is_none() && obs.breaching && s.detail != detail {
+                        s.notified_at = now;
+                        notice = Some(Notice::Repeat);
+                    }
+                    if notice.is_some() {
+                        s.detail = detail;
+                    }
                 }
                 let since = next.or(previous).map_or(now, |s| s.since);
                 match next {

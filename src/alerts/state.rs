@@ -45,6 +45,10 @@ pub struct AlertState {
     /// the incident itself raises; the engine judges recovery against this frozen one.
     #[serde(default)]
     pub fired_limit: f64,
+    /// A hash of the observation's detail at the last notice (which callbacks are dead), so
+    /// that a change while firing is told at once instead of at the next repeat.
+    #[serde(default)]
+    pub detail: u64,
 }
 
 /// The timing a rule sets.
@@ -72,6 +76,7 @@ pub fn step(
                 notified_at: now,
                 clean: 0,
                 fired_limit: 0.0,
+                detail: 0,
             }),
             Some(Notice::Firing),
         )
@@ -86,6 +91,7 @@ pub fn step(
                 notified_at: 0,
                 clean: 0,
                 fired_limit: 0.0,
+                detail: 0,
             }),
             None,
         ),

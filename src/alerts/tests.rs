@@ -320,3 +320,42 @@ fn the_built_in_rules_compile_and_invalid_ones_are_refused() {
     };
     assert!(twice.validate().unwrap_err().to_string().contains("unique"));
 }
+
+/// While firing, a change in what is wrong (another callback died) is told at once, not at
+/// the next repeat hours later; the same detail again sends nothing.
+#[test]
+fn a_firing_alert_whose_detail_changes_says_so_at_once() {
+    let mut e = engine(vec![default_rule("mailjet-callbacks")]);
+    let w = Windows::new(&WindowsConfig::default());
+    let s = |at: i64, n: u32, what: &str| HealthSample {
+        at,
+        callbacks: Some((n, what.to_string())),
+        ..Default::default()
+    };
+    let mut at = NOW;
+    let fired = loop {
+        let out = e.evaluate(at, &w, s(at, 1, "dead: click"));
+        if !out.is_empty() {
+            break out;
+        }
+        at += 30;
+        assert!(at < NOW + 3600, "never fired");
+    };
+    assert_eq!(fired[0].notice, Notice::Firing);
+    at += 30;
+    assert!(e.evaluate(at, &w, s(at, 1, "dead: click")).is_empty());
+
+    at += 30;
+    let changed = e.evaluate(at, &w, s(at, 2, "dead: click; not registered: sent"));
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].notice, Notice::Repeat);
+    assert_eq!(
+        changed[0].alerts[0].observation.detail.as_deref(),
+        Some("dead: click; not registered: sent")
+    );
+    at += 30;
+    assert!(
+        e.evaluate(at, &w, s(at, 2, "dead: click; not registered: sent"))
+            .is_empty()
+    );
+}
