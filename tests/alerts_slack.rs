@@ -1,7 +1,8 @@
 //! Alerts end to end over Slack, against a local server that speaks Slack's Web API and
 //! incoming-webhook formats (tests/common/slack.rs): Block Kit content, a 429 honoured with its
 //! `Retry-After`, the resolution threaded under the incident and the original updated, and
-//! permanent errors given up without retry. Secrets never reach the logs.
+//! permanent errors given up without retry. Secrets never reach the logs. Email beside Slack
+//! does not take the thread away.
 
 mod common;
 
@@ -30,8 +31,15 @@ async fn a_bot_posts_the_incident_and_threads_its_resolution() {
             retry_after_secs: 1,
         },
     );
+    // Email too: the resolution must still be threaded when the email goes out first.
+    let smtp = common::smtp::SmtpServer::start(common::smtp::SmtpOptions::default());
     let server = Server::start_with(
         Options::default()
+            .env("BOUNCEWATCH_EMAIL_SMTP_HOST", "127.0.0.1")
+            .env("BOUNCEWATCH_EMAIL_SMTP_PORT", &smtp.port.to_string())
+            .env("BOUNCEWATCH_EMAIL_TLS", "none")
+            .env("BOUNCEWATCH_EMAIL_FROM", "alerts@example.com")
+            .env("BOUNCEWATCH_EMAIL_TO", "oncall@example.com")
             .env("BOUNCEWATCH_SLACK_TOKEN", "xoxb-secret-token")
             .env("BOUNCEWATCH_SLACK_CHANNEL", "#alerts")
             .env("BOUNCEWATCH_SLACK_API_URL", &slack.api_url())
@@ -109,6 +117,11 @@ async fn a_bot_posts_the_incident_and_threads_its_resolution() {
         Some("[RESOLVED] hard-bounce-rate: all providers")
     );
     assert!(blocks_text(&reply.blocks).contains("Resolved after"));
+    assert_eq!(
+        smtp.wait_messages(2, Duration::from_secs(15)).len(),
+        2,
+        "the incident and its resolution by email as well"
+    );
 
     let logs = server.logs().join("\n");
     assert!(!logs.contains("xoxb-secret-token"), "the bot token leaked");

@@ -273,7 +273,9 @@ impl Notifier {
         let marked = match result {
             Ok(posted) => {
                 tracing::info!(id = row.id, channel = %row.channel, rule = %n.rule, "notification delivered");
-                for k in &keys {
+                // Only Slack's own delivery moves its thread reference: an email of the same
+                // resolution, delivered first, would otherwise take the thread away from it.
+                for k in keys.iter().filter(|_| row.channel == "slack") {
                     let kept = match (&posted, resolved) {
                         (_, true) => self.outbox.forget_slack_ref(&n.rule, k),
                         (Some(r), false) => self.outbox.set_slack_ref(&n.rule, k, r),
