@@ -187,6 +187,8 @@ impl Config {
             }
         }
         c.metrics.mask_headers(MASK);
+        // The port that will be used, not 0 for "the usual one".
+        c.email.smtp_port = c.email.port();
         c
     }
 

@@ -22,6 +22,7 @@ use crate::config::units::DurationText;
 pub struct EmailConfig {
     /// The SMTP server. Empty: no email channel.
     pub smtp_host: String,
+    /// 0: the port `tls` implies (see [`EmailConfig::port`]).
     pub smtp_port: u16,
     /// `starttls` (port 587), `tls` (implicit TLS, port 465) or `none` (plain; loopback or
     /// a trusted relay only).
@@ -40,7 +41,7 @@ impl Default for EmailConfig {
     fn default() -> Self {
         EmailConfig {
             smtp_host: String::new(),
-            smtp_port: 587,
+            smtp_port: 0,
             tls: "starttls".into(),
             username: String::new(),
             password: String::new(),
@@ -54,6 +55,17 @@ impl Default for EmailConfig {
 impl EmailConfig {
     pub fn enabled(&self) -> bool {
         !self.smtp_host.is_empty()
+    }
+
+    /// `smtp_port`, or when it is 0 the usual port for `tls`: 465 for implicit TLS, 587 for
+    /// STARTTLS (submission), 25 for plain SMTP.
+    pub fn port(&self) -> u16 {
+        match (self.smtp_port, self.tls.as_str()) {
+            (0, "tls") => 465,
+            (0, "none") => 25,
+            (0, _) => 587,
+            (port, _) => port,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -119,9 +131,7 @@ impl EmailSender {
                 .map_err(|e| invalid(format!("{host}: {e}")))?,
             _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
         };
-        let mut builder = builder
-            .port(config.smtp_port)
-            .timeout(Some(config.timeout.0));
+        let mut builder = builder.port(config.port()).timeout(Some(config.timeout.0));
         if !config.username.is_empty() {
             builder = builder.credentials(Credentials::new(
                 config.username.clone(),
@@ -165,5 +175,25 @@ impl EmailSender {
             Ok(Err(e)) if e.is_permanent() => Err(SendError::permanent(format!("SMTP: {e}"))),
             Ok(Err(e)) => Err(SendError::transient(format!("SMTP: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EmailConfig;
+
+    /// Without a port, the one `tls` implies: implicit TLS is 465, not STARTTLS's 587.
+    #[test]
+    fn the_port_follows_tls_unless_set() {
+        let with = |tls: &str, smtp_port: u16| EmailConfig {
+            tls: tls.into(),
+            smtp_port,
+            ..EmailConfig::default()
+        };
+        assert_eq!(with("tls", 0).port(), 465);
+        assert_eq!(with("starttls", 0).port(), 587);
+        assert_eq!(with("none", 0).port(), 25);
+        assert_eq!(with("tls", 2465).port(), 2465);
+        assert_eq!(EmailConfig::default().port(), 587);
     }
 }
