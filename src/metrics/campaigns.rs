@@ -87,6 +87,33 @@ impl CampaignCounters {
     /// Takes counters back from a snapshot, under the current `top_n`. A smaller N retires the
     /// excess campaigns; slots beyond the new `2N` are dropped, longest-retired first.
     pub fn restore(mut self, top_n: usize) -> CampaignCounters {
+        // `CampaignKey::None` is saved as `null`, as a free slot's campaign is, and would come
+        // back as no campaign at all (exported as `other`, then a new slot for the next event
+        // without one). A campaign slot in use with no campaign is that key. Snapshots written
+        // before this was understood may hold several: they are one series, so they merge.
+        let mut none_slot: Option<usize> = None;
+        for i in 1..self.slots.len() {
+            if self.slots[i].state == SlotState::Free || self.slots[i].campaign.is_some() {
+                continue;
+            }
+            match none_slot {
+                None => {
+                    self.slots[i].campaign = Some(CampaignKey::None);
+                    none_slot = Some(i);
+                }
+                Some(first) => {
+                    let extra = std::mem::replace(&mut self.slots[i], Slot::free());
+                    if extra.state == SlotState::Top {
+                        self.slots[first].state = SlotState::Top;
+                    }
+                    for (into, from) in self.slots[first].counts.iter_mut().zip(&extra.counts) {
+                        for (a, b) in into.iter_mut().zip(from) {
+                            *a += b;
+                        }
+                    }
+                }
+            }
+        }
         self.index = self
             .slots
             .iter()
@@ -332,6 +359,50 @@ mod tests {
             series(&back)[&(EventKind::Sent, Provider::Other, "7".into())],
             2
         );
+    }
+
+    /// Events without a campaign keep their own series across a restart: the key is saved as
+    /// `null`, like a free slot's, and must not come back as "no campaign".
+    #[test]
+    fn events_without_a_campaign_keep_their_series_across_a_restart() {
+        let mut c = CampaignCounters::new(2);
+        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None);
+        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None);
+        let none = (EventKind::Sent, Provider::Gmx, "none".to_string());
+        assert_eq!(series(&c)[&none], 2);
+        for _ in 0..2 {
+            let json = serde_json::to_string(&c).unwrap();
+            c = serde_json::from_str::<CampaignCounters>(&json)
+                .unwrap()
+                .restore(2);
+            assert_eq!(series(&c)[&none], 2);
+            assert_eq!(c.members(), vec![CampaignKey::None]);
+        }
+        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None);
+        c.count(EventKind::Sent, Provider::Gmx, &id(5));
+        let s = series(&c);
+        assert_eq!(s[&none], 3);
+        assert_eq!(s[&(EventKind::Sent, Provider::Gmx, "5".into())], 1);
+        assert!(!s.contains_key(&(EventKind::Sent, Provider::Gmx, OTHER.into())));
+    }
+
+    /// A snapshot from before the fix, with the key in two slots: one series, summed.
+    #[test]
+    fn two_slots_without_a_campaign_in_an_old_snapshot_merge() {
+        let mut c = CampaignCounters::new(3);
+        c.count(EventKind::Sent, Provider::Gmx, &id(1));
+        c.count(EventKind::Sent, Provider::Gmx, &id(2));
+        c.count(EventKind::Sent, Provider::Gmx, &id(2));
+        let mut json: serde_json::Value = serde_json::to_value(&c).unwrap();
+        for slot in json["slots"].as_array_mut().unwrap().iter_mut().skip(1) {
+            slot["campaign"] = serde_json::Value::Null;
+        }
+        let back = serde_json::from_value::<CampaignCounters>(json)
+            .unwrap()
+            .restore(3);
+        let s = series(&back);
+        assert_eq!(s[&(EventKind::Sent, Provider::Gmx, "none".into())], 3);
+        assert_eq!(back.members(), vec![CampaignKey::None]);
     }
 
     /// 100,000 campaigns with shifting ranks: the series count stays within
