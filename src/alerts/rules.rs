@@ -401,6 +401,8 @@ impl Rule {
         let h = inputs.health;
         let latest: &HealthSample = h.latest()?;
         let mut detail = None;
+        // Clean unless said otherwise: not breaching.
+        let mut clean = None;
         let (value, breaching) = match signal {
             WebhookSignal::NoEvents => {
                 let silent = if latest.last_event_ms > 0 {
@@ -410,6 +412,9 @@ impl Rule {
                     0.0
                 };
                 let expected = latest.events_24h >= c.min_volume.unwrap_or(100);
+                // Clears when events arrive again, not when a day of silence has emptied the
+                // 24 hours that said events were expected.
+                clean = Some(silent <= window as f64);
                 (silent, expected && silent > window as f64)
             }
             WebhookSignal::Unauthorized | WebhookSignal::Unavailable => {
@@ -461,7 +466,7 @@ impl Rule {
             value,
             limit,
             breaching,
-            clean: !breaching,
+            clean: clean.unwrap_or(!breaching),
             detail,
         })
     }

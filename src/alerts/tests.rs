@@ -278,6 +278,43 @@ fn no_events_fires_only_when_events_were_expected() {
     assert_eq!(out[0].alerts[0].observation.value, 3630.0);
 }
 
+/// A long outage stays firing: a day of silence empties the 24 hours that said events were
+/// expected, and that must not read as recovery. It resolves when events arrive again.
+#[test]
+fn no_events_stays_firing_through_a_long_outage() {
+    let mut e = engine(vec![default_rule("no-events")]);
+    let w = Windows::new(&WindowsConfig::default());
+    let last = NOW - 3600;
+    let s = |at: i64, last_event: i64, events_24h: u64| HealthSample {
+        at,
+        last_event_ms: last_event * 1000,
+        events_24h,
+        ..Default::default()
+    };
+    let out = e.evaluate(NOW, &w, s(NOW, last, 5000));
+    assert_eq!(out[0].notice, Notice::Firing);
+    // 26 hours on, nothing in the last 24 hours: still silent, so still firing.
+    for hour in 1..=26 {
+        let at = NOW + hour * 3600;
+        let out = e.evaluate(at, &w, s(at, last, 0));
+        assert!(
+            out.iter()
+                .all(|n| !matches!(n.notice, Notice::Resolved { .. })),
+            "resolved after {hour} h of silence"
+        );
+    }
+    let back = NOW + 27 * 3600;
+    let mut resolved = false;
+    for step in 0..10 {
+        let at = back + step * 60;
+        let out = e.evaluate(at, &w, s(at, at, 10));
+        resolved |= out
+            .iter()
+            .any(|n| matches!(n.notice, Notice::Resolved { .. }));
+    }
+    assert!(resolved, "events came back");
+}
+
 #[test]
 fn unauthorized_share_uses_counter_increases() {
     let mut e = engine(vec![default_rule("webhook-unauthorized")]);
