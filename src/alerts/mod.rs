@@ -74,6 +74,17 @@ impl AlertsConfig {
                 message: "must be at least 1s; write e.g. \"30s\"".into(),
             });
         }
+        // Each listed alert is a Slack block, and Slack takes 50 blocks per message; the header,
+        // the reasons, the advice and the links take up to six more.
+        if !(1..=40).contains(&self.max_keys_per_message) {
+            return Err(ConfigError::Invalid {
+                key: "alerts.max_keys_per_message",
+                message: format!(
+                    "{} is not between 1 and 40 (Slack takes 50 blocks per message)",
+                    self.max_keys_per_message
+                ),
+            });
+        }
         let rules = self.compile()?;
         let mut names: Vec<&str> = rules.iter().map(Rule::name).collect();
         names.sort_unstable();

@@ -396,3 +396,17 @@ fn a_firing_alert_whose_detail_changes_says_so_at_once() {
             .is_empty()
     );
 }
+
+/// More alerts per message than Slack's 50 blocks can hold is refused, naming the key.
+#[test]
+fn max_keys_per_message_fits_a_slack_message() {
+    let with = |n: usize| AlertsConfig {
+        max_keys_per_message: n,
+        ..AlertsConfig::default()
+    };
+    assert!(with(40).validate().is_ok());
+    for n in [0, 45] {
+        let e = with(n).validate().unwrap_err().to_string();
+        assert!(e.contains("alerts.max_keys_per_message"), "{e}");
+    }
+}

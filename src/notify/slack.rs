@@ -249,11 +249,16 @@ impl SlackSender {
     }
 }
 
+/// `s` in at most `max` characters, the ellipsis included (Slack refuses a longer header).
 fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+    if s.chars().count() <= max {
+        return s.to_string();
     }
+    let keep = s
+        .char_indices()
+        .nth(max.saturating_sub(1))
+        .map_or(s.len(), |(i, _)| i);
+    format!("{}…", &s[..keep])
 }
 
 /// Which failures are worth retrying: rate limits (after `Retry-After`), 5xx and network
@@ -286,5 +291,21 @@ fn classify(e: SlackClientError) -> SendError {
             retry_after: None,
         },
         _ => SendError::transient(format!("Slack: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Slack's header block takes at most 150 characters: a longer subject is cut to 150 with
+    /// its ellipsis, not 150 plus one.
+    #[test]
+    fn a_long_header_fits_slacks_limit() {
+        let long = "é".repeat(200);
+        let cut = super::truncate(&long, 150);
+        assert_eq!(cut.chars().count(), 150);
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::truncate("short", 150), "short");
+        let exact = "x".repeat(150);
+        assert_eq!(super::truncate(&exact, 150), exact);
     }
 }
