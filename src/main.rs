@@ -378,6 +378,7 @@ async fn run(
             .first()
             .map(|w| (w.0.as_secs() / 60) as u32)
             .unwrap_or(5),
+        longest_window_minutes: config.windows.longest_minutes(),
     });
     let app = http::router(state);
 

@@ -139,6 +139,21 @@ async fn stats_show_counts_and_rates_per_scope() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+
+    // Buckets go back as far as the longest window (a day by default): a longer window would
+    // silently count only the last day, and a huge one wrapped around.
+    for window in ["48h", "100000000h"] {
+        let bad = common::client()
+            .get(server.url(&format!("/api/v1/stats?window={window}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "window={window}");
+        let text = bad.text().await.unwrap();
+        assert!(text.contains(&format!("window={window}")), "{text}");
+    }
+    let day = stats(&server, "scope=global&window=24h").await;
+    assert_eq!(day["window_minutes"], 1440);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

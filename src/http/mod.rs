@@ -101,6 +101,8 @@ pub struct AppState {
     pub pipeline: PipelineView,
     /// The first configured window: what `/api/v1/stats` shows without `window=`.
     pub default_window_minutes: u32,
+    /// The longest configured window: how far back buckets go, so the longest `window=`.
+    pub longest_window_minutes: u32,
 }
 
 /// What the HTTP layer sees of the pipeline: its counts, and a way to wake it.

@@ -112,6 +112,17 @@ pub async fn stats(
                         "`window={v}` must be a whole number of minutes"
                     )));
                 }
+                let longest = state.longest_window_minutes;
+                if d.as_secs() / 60 > u64::from(longest) {
+                    // Older buckets are gone: a longer window would silently count less.
+                    return Err(bad_request(format!(
+                        "`window={v}` is longer than the longest configured window ({}); \
+                         see windows.windows",
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            u64::from(longest) * 60
+                        ))
+                    )));
+                }
                 window_minutes = (d.as_secs() / 60) as u32;
             }
         }
