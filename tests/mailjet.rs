@@ -324,3 +324,52 @@ async fn serve_alerts_when_a_callback_dies_and_resolves_when_it_lives() {
         "the API secret leaked"
     );
 }
+
+/// A watch that cannot ask Mailjet (its API down, a revoked key) is not "all healthy": after
+/// three failed polls in a row the rule fires with the reason, the gauge of the last answer
+/// stays put, and it resolves once Mailjet answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_alerts_when_mailjet_stops_answering() {
+    let fake = FakeMailjet::start(KEY, SECRET).await;
+    for e in common::mailjet_api::EVENT_TYPES {
+        fake.insert(Callback {
+            version: 2,
+            ..Callback::new(e, "https://bw.example.com/webhooks/mailjet")
+        });
+    }
+    // The first polls all fail; from the sixth on, Mailjet answers.
+    fake.fail_next(5, common::mailjet_api::Failure::ServerError(503));
+    let server = Server::start_with(
+        common::Options::default()
+            .env("MAILJET_API_KEY", KEY)
+            .env("MAILJET_API_SECRET", SECRET)
+            .env("BOUNCEWATCH_MAILJET_API_URL", &fake.base_url())
+            .env("BOUNCEWATCH_MAILJET_POLL_INTERVAL", "1s")
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s")
+            .env("BOUNCEWATCH_ALERTS_CLEAR_AFTER", "2"),
+    );
+    let alert = |notice: &'static str| {
+        move |l: &str| {
+            l.contains(r#""message":"alert""#)
+                && l.contains(r#""rule":"mailjet-callbacks""#)
+                && l.contains(notice)
+        }
+    };
+    let line = server
+        .wait_log(alert("has not answered 3 polls in a row"))
+        .await;
+    assert!(line.contains("503"), "says why: {line}");
+    assert!(
+        server
+            .get_text("/metrics")
+            .await
+            .contains("bouncewatch_mailjet_checked_timestamp_seconds 0"),
+        "no answer yet"
+    );
+    server.wait_log(alert(r#""notice":"resolved""#)).await;
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        !metrics.contains("bouncewatch_mailjet_checked_timestamp_seconds 0"),
+        "{metrics}"
+    );
+}

@@ -75,10 +75,7 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
         let now = now_ms / 1000;
         let mut sample = p.metrics.health_sample(now);
         if let Some(m) = &p.mailjet {
-            let w = m.lock().unwrap_or_else(|e| e.into_inner());
-            if w.checked_ms > 0 {
-                sample.callbacks = Some((w.problems.count() as u32, w.problems.describe()));
-            }
+            sample.callbacks = m.lock().unwrap_or_else(|e| e.into_inner()).callbacks();
         }
         let notifications = {
             let windows = p.windows.windows.lock().unwrap_or_else(|e| e.into_inner());

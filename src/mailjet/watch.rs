@@ -1,13 +1,19 @@
 //! `serve`'s watch on Mailjet: every `mailjet.poll_interval` it lists the callbacks and keeps
 //! what it found for the alert loop (the `mailjet-callbacks` rule) and the
-//! `bouncewatch_mailjet_callback_alive` metric. A failed poll is logged and changes nothing:
-//! the last answer stands until Mailjet answers again.
+//! `bouncewatch_mailjet_callback_alive` metric. A failed poll is logged and leaves the last
+//! answer standing, but a watch that cannot see is no watch: after [`UNANSWERED_POLLS`] failed
+//! polls in a row the `mailjet-callbacks` rule fires with the reason, as for a dead callback,
+//! and `bouncewatch_mailjet_checked_timestamp_seconds` shows since when nothing came back.
 
 use std::sync::{Arc, Mutex};
 
 use super::MailjetConfig;
 use super::client::{Callback, MailjetClient};
 use super::setup::{Problems, problems};
+
+/// Failed polls in a row after which the watch counts as blind (a revoked key, Mailjet down):
+/// one failure is a blip, three at the default interval are 15 minutes without an answer.
+pub const UNANSWERED_POLLS: u32 = 3;
 
 /// The last answer, shared with the alert loop and the metrics.
 #[derive(Debug, Default)]
@@ -16,6 +22,36 @@ pub struct Watched {
     pub problems: Problems,
     /// Unix ms of the last successful poll; 0 before the first.
     pub checked_ms: i64,
+    /// Failed polls since the last successful one, and the last one's error.
+    pub failures: u32,
+    pub last_error: String,
+}
+
+impl Watched {
+    /// What the `mailjet-callbacks` rule sees: how many problems, and what they are. `None`
+    /// before Mailjet has answered once, unless it has failed too often to wait any longer.
+    pub fn callbacks(&self) -> Option<(u32, String)> {
+        let blind = (self.failures >= UNANSWERED_POLLS).then(|| {
+            format!(
+                "Mailjet's API has not answered {} polls in a row ({})",
+                self.failures, self.last_error
+            )
+        });
+        match (self.checked_ms > 0, blind) {
+            (false, None) => None,
+            (false, Some(blind)) => Some((1, blind)),
+            (true, None) => Some((self.problems.count() as u32, self.problems.describe())),
+            (true, Some(blind)) => {
+                let known = self.problems.describe();
+                let what = if known.is_empty() {
+                    blind
+                } else {
+                    format!("{blind}; last known: {known}")
+                };
+                Some((self.problems.count() as u32 + 1, what))
+            }
+        }
+    }
 }
 
 pub type Shared = Arc<Mutex<Watched>>;
@@ -42,6 +78,8 @@ pub async fn run(
                     rows,
                     problems: found,
                     checked_ms: crate::journal::now_ms(),
+                    failures: 0,
+                    last_error: String::new(),
                 };
                 failing = false;
             }
@@ -50,11 +88,45 @@ pub async fn run(
                     tracing::error!(error = %e, "cannot ask Mailjet about the callbacks; will retry");
                 }
                 failing = true;
+                let mut w = shared.lock().unwrap_or_else(|p| p.into_inner());
+                w.failures += 1;
+                w.last_error = e.to_string();
             }
         }
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(config.poll_interval.0) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A watch that cannot reach Mailjet says so once it has failed often enough, before or
+    /// after a first answer, and keeps what it last knew.
+    #[test]
+    fn a_blind_watch_is_a_problem() {
+        let mut w = Watched::default();
+        assert_eq!(w.callbacks(), None, "nothing known yet");
+        w.failures = UNANSWERED_POLLS - 1;
+        w.last_error = "Mailjet refused the API key".into();
+        assert_eq!(w.callbacks(), None, "a blip");
+        w.failures = UNANSWERED_POLLS;
+        let (n, what) = w.callbacks().unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            what.contains("has not answered 3 polls") && what.contains("refused"),
+            "{what}"
+        );
+
+        w.checked_ms = 1;
+        w.problems.dead.push("click".into());
+        let (n, what) = w.callbacks().unwrap();
+        assert_eq!(n, 2);
+        assert!(what.contains("last known: dead: click"), "{what}");
+        w.failures = 0;
+        assert_eq!(w.callbacks(), Some((1, "dead: click".to_string())));
     }
 }

@@ -232,9 +232,16 @@ pub const ALERTS_SILENCED: Signal = Signal {
 
 pub const MAILJET_CALLBACK_ALIVE: Signal = Signal {
     name: "bouncewatch_mailjet_callback_alive",
-    help: "Mailjet's view of each callback: 1 alive, 0 dead (suspended). Only while serve watches Mailjet (API credentials set).",
+    help: "Mailjet's view of each callback: 1 alive, 0 dead (suspended) or not registered. Only while serve watches Mailjet (API credentials set).",
     kind: Kind::Gauge,
     labels: &["event_type", "backup"],
+};
+
+pub const MAILJET_CHECKED: Signal = Signal {
+    name: "bouncewatch_mailjet_checked_timestamp_seconds",
+    help: "When Mailjet's API last answered the callback watch (Unix seconds; 0 before it first does). Only while serve watches Mailjet.",
+    kind: Kind::Gauge,
+    labels: &[],
 };
 
 pub const EVENTS_LATE: Signal = Signal {
@@ -280,6 +287,7 @@ pub const ALL: &[Signal] = &[
     ALERTS_FIRING,
     ALERTS_SILENCED,
     MAILJET_CALLBACK_ALIVE,
+    MAILJET_CHECKED,
     EVENTS_LATE,
     EVENTS_CLAMPED,
 ];
