@@ -66,13 +66,9 @@ enum MailjetCommand {
         /// The webhook URL Mailjet should call; the webhook credentials are added to it.
         #[arg(long)]
         url: String,
-        /// Event types, comma-separated (default: all seven).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "sent,open,click,bounce,blocked,spam,unsub"
-        )]
-        events: Vec<String>,
+        /// Event types, comma-separated (default: `mailjet.events`, all seven unless set).
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
         /// A backup URL (Mailjet's IsBackup rows).
         #[arg(long)]
         backup_url: Option<String>,
@@ -206,7 +202,7 @@ fn mailjet(command: MailjetCommand) -> anyhow::Result<()> {
             let config = command_config(config.as_deref())?;
             let opts = commands::SetupOptions {
                 url,
-                events,
+                events: events.unwrap_or_else(|| config.mailjet.events.clone()),
                 backup_url,
                 version,
                 dry_run,

@@ -63,6 +63,18 @@ pub async fn setup(
             "warning: `sent` is not registered: bounce, block and spam rates cannot be computed without it"
         )?;
     }
+    let mut registered: Vec<&str> = opts.events.iter().map(String::as_str).collect();
+    let mut watched: Vec<&str> = config.mailjet.events.iter().map(String::as_str).collect();
+    registered.sort_unstable();
+    watched.sort_unstable();
+    if registered != watched {
+        writeln!(
+            out,
+            "note: `status` and the watch in `serve` expect mailjet.events ({}); set it to {} if these are the types you register",
+            config.mailjet.events.join(","),
+            opts.events.join(",")
+        )?;
+    }
     let client = client(config)?;
     let existing = client.list().await?;
     let plan = setup::plan(
@@ -291,7 +303,7 @@ pub async fn status(config: &Config, out: &mut impl Write) -> anyhow::Result<i32
     }
     let expected =
         (!config.mailjet.public_url.is_empty()).then_some(config.mailjet.public_url.as_str());
-    let problems = setup::problems(&rows, expected);
+    let problems = setup::problems(&rows, expected, &config.mailjet.events);
     if problems.any() {
         writeln!(out, "problems: {}", problems.describe())?;
         writeln!(

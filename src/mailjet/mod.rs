@@ -29,6 +29,9 @@ pub struct MailjetConfig {
     /// `https://bouncewatch.example.com/webhooks/mailjet`. `serve` checks that the callbacks
     /// point there.
     pub public_url: String,
+    /// The event types this deployment registers: what `mailjet setup` registers without
+    /// `--events`, and what `status` and `serve` report missing.
+    pub events: Vec<String>,
     /// How often `serve` asks Mailjet about the callbacks (when credentials are set).
     pub poll_interval: DurationText,
     /// Time allowed for one API call.
@@ -42,6 +45,7 @@ impl Default for MailjetConfig {
             api_key: String::new(),
             api_secret: String::new(),
             public_url: String::new(),
+            events: setup::EVENT_TYPES.iter().map(|e| e.to_string()).collect(),
             poll_interval: DurationText::from_secs(300),
             timeout: DurationText::from_secs(10),
         }
@@ -76,6 +80,19 @@ impl MailjetConfig {
                 message: format!(
                     "{:?} is not a URL; write e.g. https://bouncewatch.example.com/webhooks/mailjet",
                     self.public_url
+                ),
+            });
+        }
+        if let Some(e) = self
+            .events
+            .iter()
+            .find(|e| !setup::EVENT_TYPES.contains(&e.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                key: "mailjet.events",
+                message: format!(
+                    "{e:?} is not a Mailjet event type; use some of {}",
+                    setup::EVENT_TYPES.join(", ")
                 ),
             });
         }

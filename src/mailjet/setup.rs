@@ -203,8 +203,10 @@ impl Problems {
     }
 }
 
-/// Checks the rows against the seven event types and, if given, this deployment's URL.
-pub fn problems(rows: &[Callback], expected_url: Option<&str>) -> Problems {
+/// Checks the rows against the event types this deployment registers (`mailjet.events`) and,
+/// if given, its URL. A callback at the URL plus `/{event type}` (one URL per type, as the
+/// receiver accepts) points here too.
+pub fn problems(rows: &[Callback], expected_url: Option<&str>, events: &[String]) -> Problems {
     let mut p = Problems::default();
     let expected = expected_url.map(without_credentials);
     for event_type in EVENT_TYPES {
@@ -212,15 +214,17 @@ pub fn problems(rows: &[Callback], expected_url: Option<&str>) -> Problems {
             .iter()
             .find(|c| !c.is_backup && c.event_type.eq_ignore_ascii_case(event_type));
         match primary {
+            None if !events.iter().any(|e| e.eq_ignore_ascii_case(event_type)) => {}
             None => p.missing.push(event_type.to_string()),
             Some(c) => {
                 if c.status.eq_ignore_ascii_case("dead") {
                     p.dead.push(event_type.to_string());
                 }
-                if expected
-                    .as_deref()
-                    .is_some_and(|e| without_credentials(&c.url) != e)
-                {
+                let here = |e: &str| {
+                    let url = without_credentials(&c.url);
+                    url == e || url == format!("{}/{event_type}", e.trim_end_matches('/'))
+                };
+                if expected.as_deref().is_some_and(|e| !here(e)) {
                     p.elsewhere.push(event_type.to_string());
                 }
             }
@@ -316,14 +320,35 @@ mod tests {
             .enumerate()
             .map(|(i, e)| row(i as i64 + 1, e, "https://a:b@bw.example.com/h", 2))
             .collect();
-        assert!(!problems(&rows, Some("https://bw.example.com/h")).any());
+        let all: Vec<String> = EVENT_TYPES.iter().map(|e| e.to_string()).collect();
+        assert!(!problems(&rows, Some("https://bw.example.com/h"), &all).any());
         rows[0].status = "dead".into();
         rows[1].url = "https://elsewhere.example.com/h".into();
         rows.remove(6);
-        let p = problems(&rows, Some("https://bw.example.com/h"));
+        let p = problems(&rows, Some("https://bw.example.com/h"), &all);
         assert_eq!(p.dead, vec!["sent"]);
         assert_eq!(p.elsewhere, vec!["open"]);
         assert_eq!(p.missing, vec!["unsub"]);
         assert_eq!(p.count(), 3);
+    }
+
+    /// A deployment that registers only some types (`mailjet.events`) is not told the others
+    /// are missing, and one URL per type (`…/webhooks/mailjet/sent`) points here.
+    #[test]
+    fn only_the_configured_types_are_missed_and_per_type_urls_point_here() {
+        let rows = vec![
+            row(1, "sent", "https://a:b@bw.example.com/h/sent", 2),
+            row(2, "bounce", "https://a:b@bw.example.com/h/bounce", 2),
+            row(3, "open", "https://a:b@bw.example.com/h/click", 2),
+        ];
+        let wanted = |list: &[&str]| list.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let p = problems(
+            &rows,
+            Some("https://bw.example.com/h"),
+            &wanted(&["sent", "bounce", "open", "blocked"]),
+        );
+        assert_eq!(p.missing, vec!["blocked"]);
+        assert_eq!(p.elsewhere, vec!["open"], "open's URL is click's");
+        assert!(p.dead.is_empty());
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(
     loop {
         match client.list().await {
             Ok(rows) => {
-                let found = problems(&rows, expected.as_deref());
+                let found = problems(&rows, expected.as_deref(), &config.events);
                 if found.any() {
                     tracing::warn!(problems = %found.describe(), "Mailjet callbacks need attention");
                 }
