@@ -373,3 +373,20 @@ async fn serve_alerts_when_mailjet_stops_answering() {
         "{metrics}"
     );
 }
+
+/// Without webhook credentials the callback URL would be refused by the receiver (401) until
+/// Mailjet suspends it: setup refuses, says what to set, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_without_webhook_credentials_is_refused() {
+    let fake = FakeMailjet::start(KEY, SECRET).await;
+    let mut cmd = command();
+    cmd.args(["mailjet", "setup", "--url", URL])
+        .env("MAILJET_API_KEY", KEY)
+        .env("MAILJET_API_SECRET", SECRET)
+        .env("BOUNCEWATCH_MAILJET_API_URL", fake.base_url());
+    let out = common::output(cmd).await;
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("BOUNCEWATCH_WEBHOOK_USERNAME"), "{t}");
+    assert!(fake.requests().is_empty(), "nothing asked of Mailjet");
+}

@@ -51,6 +51,13 @@ pub async fn setup(
     if !matches!(opts.version, 1 | 2) {
         anyhow::bail!("--version must be 1 (one event per request) or 2 (grouped)");
     }
+    // A URL without credentials works only with a receiver that takes anything; otherwise
+    // every post would be a 401, and Mailjet suspends a callback that keeps failing.
+    if !config.webhook.has_credentials() && !config.webhook.allow_unauthenticated {
+        anyhow::bail!(
+            "no webhook credentials to put in the callback URL: set BOUNCEWATCH_WEBHOOK_USERNAME and BOUNCEWATCH_WEBHOOK_PASSWORD (or BOUNCEWATCH_WEBHOOK_TOKEN), the same as the receiver's; or set webhook.allow_unauthenticated = true if the receiver really takes posts without them"
+        );
+    }
     let url = callback_url(config, &opts.url)?;
     let backup = opts
         .backup_url
