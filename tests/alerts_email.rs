@@ -72,6 +72,10 @@ async fn a_hard_bounce_spike_is_mailed_once_and_small_samples_stay_quiet() {
         "{}",
         mail.data
     );
+    // Gmail's servers refuse mail without a Message-ID, and not every relay adds one.
+    let id = mail.header("Message-ID").expect("a Message-ID");
+    assert!(id.starts_with('<') && id.contains('@'), "{id}");
+    assert!(mail.header("Date").is_some(), "{}", mail.data);
     let body = mail.part("text/plain").expect("a text part");
     let html = mail
         .part("text/html")

@@ -153,7 +153,10 @@ impl EmailSender {
     }
 
     pub async fn send(&self, n: &Notification) -> Result<(), SendError> {
+        // A Message-ID of our own: some receiving servers (Gmail's) refuse mail without one,
+        // and not every relay adds it.
         let mut builder = Message::builder()
+            .message_id(None)
             .from(self.from.clone())
             .subject(message::subject(n));
         for to in &self.to {
