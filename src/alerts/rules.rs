@@ -201,7 +201,90 @@ fn minutes(d: Option<DurationText>, default_secs: u64) -> u32 {
     (d.map_or(default_secs, |d| d.0.as_secs()) / 60).max(1) as u32
 }
 
+/// The channel names a rule may list.
+pub const CHANNELS: [&str; 3] = ["slack", "email", "log"];
+
+/// Values that would make a rule never fire, or fire on nothing: a rate outside 0 to 1, a
+/// window under a minute, a spike factor that is no spike, burn windows the wrong way round, an
+/// unknown channel. (Whether the windows are kept long enough, and the channels configured, is
+/// checked against the rest of the config by `Config::validate`.)
+fn check_values(c: &RuleConfig) -> Result<(), String> {
+    let share = |name: &str, v: Option<f64>| match v {
+        Some(v) if !(v > 0.0 && v < 1.0) => Err(format!(
+            "`{name}` = {v} is a rate: between 0 and 1 (e.g. 0.02 for 2 %)"
+        )),
+        _ => Ok(()),
+    };
+    let minute = |name: &str, d: Option<DurationText>| match d {
+        Some(d) if d.0.as_secs() < 60 => Err(format!("`{name}` must be at least 1m")),
+        _ => Ok(()),
+    };
+    minute("window", c.window)?;
+    minute("baseline_window", c.baseline_window)?;
+    if c.kind == RuleKind::Webhook {
+        if c.threshold.is_some_and(|t| t < 0.0) {
+            return Err("`threshold` must not be negative".into());
+        }
+    } else {
+        share("threshold", c.threshold)?;
+        share("recovery", c.recovery)?;
+        share("objective", c.objective)?;
+        if let Some(floor) = c.floor
+            && !(0.0..1.0).contains(&floor)
+        {
+            return Err(format!("`floor` = {floor} is a rate: between 0 and 1"));
+        }
+    }
+    if c.kind == RuleKind::Spike
+        && let Some(f) = c.factor
+        && f <= 1.0
+    {
+        return Err(format!(
+            "`factor` = {f}: a spike is more than its baseline, so above 1 (e.g. 3)"
+        ));
+    }
+    for (i, w) in c.burn_windows.iter().enumerate() {
+        minute("burn_windows.short", Some(w.short))?;
+        if w.long.0 <= w.short.0 {
+            return Err(format!(
+                "burn_windows[{i}]: `long` ({}) must be longer than `short` ({})",
+                humantime::format_duration(w.long.0),
+                humantime::format_duration(w.short.0)
+            ));
+        }
+        if w.factor <= 0.0 {
+            return Err(format!("burn_windows[{i}]: `factor` must be above 0"));
+        }
+    }
+    if let Some(unknown) = c
+        .channels
+        .iter()
+        .find(|ch| !CHANNELS.contains(&ch.as_str()))
+    {
+        return Err(format!(
+            "channel {unknown:?} is not one of {}",
+            CHANNELS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 impl Rule {
+    /// The longest window the rule reads, in seconds: the buckets must reach that far back.
+    pub fn longest_window_secs(&self) -> u64 {
+        let c = &self.config;
+        if c.kind == RuleKind::Webhook {
+            return 0;
+        }
+        [c.window, c.baseline_window]
+            .into_iter()
+            .flatten()
+            .map(|d| d.0.as_secs())
+            .chain(c.burn_windows.iter().map(|w| w.long.0.as_secs()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Checks a rule's fields for its kind.
     pub fn compile(config: RuleConfig, default_clear_after: u32) -> Result<Rule, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
@@ -238,6 +321,7 @@ impl Rule {
             }
             _ => {}
         }
+        check_values(&config).map_err(invalid)?;
         let mut group_by = config.group_by.clone();
         group_by.sort();
         group_by.dedup();

@@ -155,6 +155,7 @@ impl Config {
         self.email.validate()?;
         self.slack.validate()?;
         self.mailjet.validate()?;
+        self.check_rules_against_the_rest()?;
         if self.journal.queue_capacity == 0 {
             return Err(ConfigError::Invalid {
                 key: "journal.queue_capacity",
@@ -166,6 +167,45 @@ impl Config {
                 key: "journal.retention",
                 message: "must be longer than zero; write e.g. \"30d\"".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// What a rule needs from other sections: buckets kept as far back as it reads, and the
+    /// channels it names configured. Either missing, it would page less than it says, or
+    /// nobody.
+    fn check_rules_against_the_rest(&self) -> Result<(), ConfigError> {
+        let kept = u64::from(self.windows.longest_minutes()) * 60;
+        for rule in self.alerts.compile()? {
+            if rule.longest_window_secs() > kept {
+                return Err(ConfigError::Invalid {
+                    key: "alerts.rules",
+                    message: format!(
+                        "rule {:?} reads {} back, but the windows keep {} (the longest of windows.windows); lengthen windows.windows or shorten the rule",
+                        rule.name(),
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            rule.longest_window_secs()
+                        )),
+                        humantime::format_duration(std::time::Duration::from_secs(kept))
+                    ),
+                });
+            }
+            for channel in &rule.config.channels {
+                let (configured, how) = match channel.as_str() {
+                    "slack" => (self.slack.enabled(), "set slack.token or slack.webhook_url"),
+                    "email" => (self.email.enabled(), "set email.smtp_host"),
+                    _ => (true, ""),
+                };
+                if !configured {
+                    return Err(ConfigError::Invalid {
+                        key: "alerts.rules",
+                        message: format!(
+                            "rule {:?} sends to {channel}, which is not configured: {how}, or remove it from the rule's channels",
+                            rule.name()
+                        ),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -388,6 +428,86 @@ mod tests {
             shown.contains("BOUNCEWATCH_WINDOWS_WINDOWS") && shown.contains("`windows.windows[1]`"),
             "{shown}"
         );
+    }
+
+    /// Rules that could never page, or page on nothing, are refused by check-config with the
+    /// rule's name and what is wrong, instead of a WARN line when they fire.
+    #[test]
+    fn rules_that_cannot_page_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let rule = |fields: &str| {
+            format!(
+                "[[alerts.rules]]\nname = \"r\"\nkind = \"threshold\"\nrate = \"hard_bounce\"\nthreshold = 0.02\n{fields}\n"
+            )
+        };
+        let spike = |fields: &str| {
+            format!(
+                "[[alerts.rules]]\nname = \"r\"\nkind = \"spike\"\nrate = \"block\"\nfactor = 3.0\n{fields}\n"
+            )
+        };
+        let burn = |windows: &str, objective: &str| {
+            format!(
+                "[[alerts.rules]]\nname = \"r\"\nkind = \"burn_rate\"\nrate = \"spam\"\nobjective = {objective}\nburn_windows = [{windows}]\n"
+            )
+        };
+        let cases = [
+            (rule("channels = [\"slak\"]"), "\"slak\" is not one of"),
+            (
+                rule("channels = [\"slack\"]"),
+                "slack, which is not configured",
+            ),
+            (
+                rule("channels = [\"email\"]"),
+                "email, which is not configured",
+            ),
+            (rule("window = \"0s\""), "`window` must be at least 1m"),
+            (rule("window = \"7d\""), "the windows keep 1day"),
+            (rule("recovery = 1.5"), "`recovery` = 1.5 is a rate"),
+            (
+                rule("").replace("threshold = 0.02", "threshold = 2.0"),
+                "`threshold` = 2 is a rate",
+            ),
+            (
+                rule("").replace("threshold = 0.02", "threshold = -1.0"),
+                "`threshold` = -1 is a rate",
+            ),
+            (
+                spike("").replace("factor = 3.0", "factor = -1.0"),
+                "above 1",
+            ),
+            (
+                burn("{ long = \"1h\", short = \"5m\", factor = 3.0 }", "0.0"),
+                "`objective` = 0 is a rate",
+            ),
+            (
+                burn("{ long = \"5m\", short = \"1h\", factor = 3.0 }", "0.001"),
+                "must be longer than `short`",
+            ),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&path, &text).unwrap();
+            let e = Config::load(Some(&path), &env(&[]))
+                .and_then(|l| l.config.validate())
+                .expect_err(&text)
+                .to_string();
+            assert!(e.contains(want), "{text}\n→ {e}");
+            assert!(e.contains("alerts.rules") && e.contains("\"r\""), "{e}");
+        }
+        // The same rules, with what they need, pass.
+        for text in [
+            rule("channels = [\"log\"]"),
+            rule("window = \"1d\""),
+            spike(""),
+            burn("{ long = \"1h\", short = \"5m\", factor = 3.0 }", "0.001"),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let loaded = Config::load(Some(&path), &env(&[])).unwrap();
+            loaded
+                .config
+                .validate()
+                .unwrap_or_else(|e| panic!("{text}\n→ {e}"));
+        }
     }
 
     #[test]
