@@ -72,6 +72,10 @@ async fn setup_creates_seven_callbacks_once_and_updates_in_place() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(writes(&fake), before, "a second setup must change nothing");
     assert!(text(&out).contains("0 callback(s) changed"));
+    // A type named twice is one type, not a second create Mailjet would refuse.
+    let out = mailjet(&fake, &["setup", "--url", URL, "--events", "sent,sent"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(writes(&fake), before);
 
     // A new URL: the same rows, updated with PUT.
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();

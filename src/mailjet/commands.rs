@@ -37,9 +37,12 @@ fn callback_url(config: &Config, public: &str) -> anyhow::Result<String> {
 /// Registers the callbacks; returns the exit code.
 pub async fn setup(
     config: &Config,
-    opts: SetupOptions,
+    mut opts: SetupOptions,
     out: &mut impl Write,
 ) -> anyhow::Result<i32> {
+    // `--events sent,sent` is one type: a second create would be refused by Mailjet (MJ18).
+    let mut seen = std::collections::HashSet::new();
+    opts.events.retain(|e| seen.insert(e.to_ascii_lowercase()));
     for e in &opts.events {
         if !EVENT_TYPES.contains(&e.as_str()) {
             anyhow::bail!(
