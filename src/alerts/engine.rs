@@ -118,13 +118,30 @@ impl Engine {
             .collect()
     }
 
-    /// One evaluation at `now` (Unix seconds).
+    /// One evaluation at `now` (Unix seconds), with no silences.
     pub fn evaluate(
         &mut self,
         now: i64,
         windows: &Windows,
         sample: HealthSample,
     ) -> Vec<Notification> {
+        self.evaluate_silenced(now, windows, sample, &|_, _| false)
+            .0
+    }
+
+    /// One evaluation at `now`, where `silenced(rule, key)` says whether a silence covers an
+    /// alert. A silenced alert's notices are held back, and it stays "unannounced" while it
+    /// fires: when the silence ends it is announced (a firing notice), and if it resolves
+    /// unannounced, nothing is sent. Also returns, for each alert whose notice was held back,
+    /// the channels its rule names (for the count of what was silenced).
+    pub fn evaluate_silenced(
+        &mut self,
+        now: i64,
+        windows: &Windows,
+        sample: HealthSample,
+        silenced: &dyn Fn(&str, Option<&Key>) -> bool,
+    ) -> (Vec<Notification>, Vec<Vec<String>>) {
+        let mut held_back = Vec::new();
         self.health.push(sample);
         let mut out = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
@@ -203,6 +220,34 @@ impl Engine {
                         s.detail = detail;
                     }
                 }
+                let silent = silenced(rule.name(), obs.key.as_ref());
+                match (next.as_mut(), notice) {
+                    (Some(s), Some(Notice::Firing | Notice::Repeat)) if silent => {
+                        s.unannounced = true;
+                        notice = None;
+                        held_back.push(rule.config.channels.clone());
+                    }
+                    (Some(s), Some(Notice::Firing | Notice::Repeat)) => s.unannounced = false,
+                    (Some(s), None)
+                        if s.phase == super::state::Phase::Firing && s.unannounced && !silent =>
+                    {
+                        // The silence is over and it still fires: nobody knows yet.
+                        s.unannounced = false;
+                        s.notified_at = now;
+                        s.detail = detail;
+                        notice = Some(Notice::Firing);
+                    }
+                    (None, Some(Notice::Resolved { .. }))
+                        if previous.is_some_and(|p| p.unannounced) =>
+                    {
+                        notice = None; // never told, so nothing to resolve
+                    }
+                    (None, Some(Notice::Resolved { .. })) if silent => {
+                        notice = None;
+                        held_back.push(rule.config.channels.clone());
+                    }
+                    _ => {}
+                }
                 let since = next.or(previous).map_or(now, |s| s.since);
                 match next {
                     Some(s) => {
@@ -258,7 +303,7 @@ impl Engine {
                 });
             }
         }
-        out
+        (out, held_back)
     }
 }
 

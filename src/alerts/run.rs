@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Engine, Notification};
+use super::Engine;
 use crate::metrics::Metrics;
 use crate::notify::Channels;
 use crate::notify::outbox::Outbox;
@@ -77,11 +77,30 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
         if let Some(m) = &p.mailjet {
             sample.callbacks = m.lock().unwrap_or_else(|e| e.into_inner()).callbacks();
         }
-        let notifications = {
+        let silences = match p.outbox.silences(now_ms) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the silences; notifying anyway");
+                Vec::new()
+            }
+        };
+        let silenced =
+            |rule: &str, key: Option<&Key>| silences.iter().any(|s| s.matches(rule, key));
+        let (notifications, held_back) = {
             let windows = p.windows.windows.lock().unwrap_or_else(|e| e.into_inner());
             sample.events_24h = windows.counts(&Key::Global, 24 * 60, now).total();
-            p.engine.evaluate(now, &windows, sample)
+            p.engine.evaluate_silenced(now, &windows, sample, &silenced)
         };
+        if !held_back.is_empty() {
+            tracing::info!(alerts = held_back.len(), "alert notices silenced");
+            // One per alert and channel, as the metric's help says.
+            p.metrics.silenced(
+                held_back
+                    .iter()
+                    .map(|channels| p.channels.targets(channels).len().max(1))
+                    .sum(),
+            );
+        }
         p.metrics.alerts_firing(
             p.engine
                 .firing_counts()
@@ -89,7 +108,6 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
                 .map(|(rule, severity, n)| (rule, severity.as_str(), n))
                 .collect(),
         );
-        let notifications = apply_silences(&p, notifications, now_ms);
         let mut rows: Vec<_> = std::mem::take(&mut unsaved);
         rows.extend(notifications.into_iter().flat_map(|n| {
             p.channels
@@ -110,41 +128,4 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
         }
         std::thread::park_timeout(p.interval);
     }
-}
-
-/// Drops the alerts a silence covers from each notification, and notifications left empty;
-/// counts what was suppressed.
-fn apply_silences(p: &Parts, notifications: Vec<Notification>, now_ms: i64) -> Vec<Notification> {
-    if notifications.is_empty() {
-        return notifications;
-    }
-    let silences = match p.outbox.silences(now_ms) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the silences; notifying anyway");
-            return notifications;
-        }
-    };
-    if silences.is_empty() {
-        return notifications;
-    }
-    let mut out = Vec::new();
-    for mut n in notifications {
-        let before = n.alerts.len();
-        n.alerts.retain(|a| {
-            !silences
-                .iter()
-                .any(|s| s.matches(&n.rule, a.observation.key.as_ref()))
-        });
-        let suppressed = before - n.alerts.len();
-        if suppressed > 0 {
-            let channels = p.channels.targets(&n.channels).len().max(1);
-            p.metrics.silenced(suppressed * channels);
-            tracing::info!(rule = %n.rule, suppressed, "alerts silenced");
-        }
-        if !n.alerts.is_empty() {
-            out.push(n);
-        }
-    }
-    out
 }

@@ -49,6 +49,10 @@ pub struct AlertState {
     /// that a change while firing is told at once instead of at the next repeat.
     #[serde(default)]
     pub detail: u64,
+    /// Firing, but its notices were all silenced: nobody was told. It is announced when the
+    /// silence ends while it still fires, and its resolution is not sent if it never was.
+    #[serde(default)]
+    pub unannounced: bool,
 }
 
 /// The timing a rule sets.
@@ -77,6 +81,7 @@ pub fn step(
                 clean: 0,
                 fired_limit: 0.0,
                 detail: 0,
+                unannounced: false,
             }),
             Some(Notice::Firing),
         )
@@ -92,6 +97,7 @@ pub fn step(
                 clean: 0,
                 fired_limit: 0.0,
                 detail: 0,
+                unannounced: false,
             }),
             None,
         ),

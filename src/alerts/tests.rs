@@ -410,3 +410,49 @@ fn max_keys_per_message_fits_a_slack_message() {
         assert!(e.contains("alerts.max_keys_per_message"), "{e}");
     }
 }
+
+/// A silenced alert is not lost: when the silence ends while it still fires, it is announced;
+/// one that fired and cleared entirely under a silence sends nothing at all, not a resolution
+/// of something nobody was told about.
+#[test]
+fn a_silence_that_ends_while_firing_announces_the_alert() {
+    let mut e = engine(vec![default_rule("no-events")]);
+    let w = Windows::new(&WindowsConfig::default());
+    let silent = |at: i64| HealthSample {
+        at,
+        last_event_ms: (NOW - 3600) * 1000,
+        events_24h: 5000,
+        ..Default::default()
+    };
+    let all: &dyn Fn(&str, Option<&Key>) -> bool = &|_, _| true;
+    let none: &dyn Fn(&str, Option<&Key>) -> bool = &|_, _| false;
+    let (out, held) = e.evaluate_silenced(NOW, &w, silent(NOW), all);
+    assert!(out.is_empty());
+    assert_eq!(held.len(), 1, "the firing notice was held back");
+    let (out, _) = e.evaluate_silenced(NOW + 30, &w, silent(NOW + 30), all);
+    assert!(out.is_empty());
+
+    // The silence ends; events are still missing: announced now.
+    let (out, held) = e.evaluate_silenced(NOW + 60, &w, silent(NOW + 60), none);
+    assert!(held.is_empty());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].notice, Notice::Firing);
+    let (out, _) = e.evaluate_silenced(NOW + 90, &w, silent(NOW + 90), none);
+    assert!(out.is_empty(), "announced once");
+
+    // Another incident that fires and clears under a silence: nothing, resolution included.
+    let mut e = engine(vec![default_rule("no-events")]);
+    e.evaluate_silenced(NOW, &w, silent(NOW), all);
+    let back = |at: i64| HealthSample {
+        at,
+        last_event_ms: at * 1000,
+        events_24h: 5000,
+        ..Default::default()
+    };
+    for step in 1..10 {
+        let at = NOW + step * 60;
+        let silence = if step < 5 { all } else { none };
+        let (out, _) = e.evaluate_silenced(at, &w, back(at), silence);
+        assert!(out.is_empty(), "step {step}: {out:?}");
+    }
+}
