@@ -127,6 +127,37 @@ async fn a_bot_posts_the_incident_and_threads_its_resolution() {
     assert!(!logs.contains("xoxb-secret-token"), "the bot token leaked");
 }
 
+/// The webhook's 429 is plain text (`rate_limited`) with `Retry-After`: the retry waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_webhook_is_retried_after_its_retry_after() {
+    let slack = FakeSlack::start().await;
+    slack.fail_next(
+        1,
+        Failure::RateLimited {
+            retry_after_secs: 3,
+        },
+    );
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    slack.wait_received(1, Duration::from_secs(20)).await;
+    assert_eq!(slack.attempts(), 2, "one 429, then delivered");
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains(r#""retry_in":"3s""#),
+        "Retry-After honoured:\n{logs}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
     let slack = FakeSlack::start().await;
@@ -165,9 +196,13 @@ async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
         other.post("/webhooks/mailjet", traffic(1, 190, 10)).await.0,
         200
     );
-    other
+    let given_up = other
         .wait_log(|l| l.contains("notification given up"))
         .await;
+    assert!(
+        given_up.contains("no_service"),
+        "Slack's code is kept: {given_up}"
+    );
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
         slack.attempts(),

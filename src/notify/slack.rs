@@ -92,6 +92,9 @@ enum Target {
 
 pub struct SlackSender {
     client: Client,
+    /// For the incoming webhook, which answers in plain text (`ok`, `rate_limited`,
+    /// `invalid_payload`, ...) that slack-morphism's client reads as JSON and loses.
+    http: reqwest::Client,
     target: Target,
     timeout: Duration,
     grafana_url: String,
@@ -127,8 +130,12 @@ impl SlackSender {
                     .map_err(|_| invalid("slack.webhook_url", "is not a URL".into()))?,
             )
         };
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| invalid("slack.webhook_url", format!("cannot build a client: {e}")))?;
         Ok(SlackSender {
             client: SlackClient::new(connector),
+            http,
             target,
             timeout: config.timeout.0,
             grafana_url: grafana_url.to_string(),
@@ -151,8 +158,41 @@ impl SlackSender {
         match &self.target {
             Target::Webhook(url) => {
                 let req = SlackApiPostWebhookMessageRequest::new(content);
-                self.timed(self.client.post_webhook_message(url, &req))
-                    .await?;
+                let body = serde_json::to_vec(&req).map_err(|e| {
+                    SendError::permanent(format!("cannot write the Slack message: {e}"))
+                })?;
+                let post = self
+                    .http
+                    .post(url.as_str())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send();
+                let answer = match tokio::time::timeout(self.timeout, post).await {
+                    Err(_) => {
+                        return Err(SendError::transient(format!(
+                            "Slack did not answer within {:?}",
+                            self.timeout
+                        )));
+                    }
+                    // Without the URL: it is the secret.
+                    Ok(Err(e)) => {
+                        return Err(SendError::transient(format!("Slack: {}", e.without_url())));
+                    }
+                    Ok(Ok(answer)) => answer,
+                };
+                let status = answer.status();
+                let retry_after = answer
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = tokio::time::timeout(self.timeout, answer.text())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                webhook_outcome(status.as_u16(), &text, retry_after)?;
                 Ok(None)
             }
             Target::Bot { token, channel } => {
@@ -294,8 +334,57 @@ fn classify(e: SlackClientError) -> SendError {
     }
 }
 
+/// What an incoming webhook's answer means. Slack answers `ok` with 200, and otherwise a code
+/// in plain text: 429 `rate_limited` with `Retry-After`, 400 `invalid_payload`, 403
+/// `action_prohibited`, 404 `no_service` or `channel_not_found`, 410 `channel_is_archived`,
+/// 500 `rollup_error`. Client errors will not get better; 429 and 5xx will.
+fn webhook_outcome(
+    status: u16,
+    text: &str,
+    retry_after: Option<Duration>,
+) -> Result<(), SendError> {
+    let code: String = text.trim().chars().take(100).collect();
+    match status {
+        200..=299 => Ok(()),
+        429 => Err(SendError {
+            message: format!("Slack rate limit (HTTP 429 {code})"),
+            permanent: false,
+            retry_after,
+        }),
+        400..=499 => Err(SendError::permanent(format!(
+            "Slack refused the message: HTTP {status} {code}"
+        ))),
+        _ => Err(SendError::transient(format!(
+            "Slack answered HTTP {status} {code}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    /// The webhook's plain-text answers: the code is kept, a 429's `Retry-After` honoured, and
+    /// only 429 and 5xx are retried.
+    #[test]
+    fn webhook_answers_keep_slacks_code() {
+        assert!(super::webhook_outcome(200, "ok", None).is_ok());
+        let limited =
+            super::webhook_outcome(429, "rate_limited", Some(Duration::from_secs(6))).unwrap_err();
+        assert!(!limited.permanent && limited.message.contains("rate_limited"));
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(6)));
+        let bad = super::webhook_outcome(400, "invalid_payload", None).unwrap_err();
+        assert!(
+            bad.permanent && bad.message.contains("invalid_payload"),
+            "{}",
+            bad.message
+        );
+        let gone = super::webhook_outcome(404, "no_service", None).unwrap_err();
+        assert!(gone.permanent && gone.message.contains("no_service"));
+        let down = super::webhook_outcome(500, "rollup_error", None).unwrap_err();
+        assert!(!down.permanent && down.message.contains("rollup_error"));
+    }
+
     /// Slack's header block takes at most 150 characters: a longer subject is cut to 150 with
     /// its ellipsis, not 150 plus one.
     #[test]
