@@ -242,3 +242,52 @@ async fn notify_test_says_what_failed() {
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("not configured"));
 }
+
+/// Slack's rate limit is per workspace, not per message: after a 429 with `Retry-After`, the
+/// next notification waits too instead of being sent straight into the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_429_the_next_notification_waits_too() {
+    let slack = FakeSlack::start().await;
+    slack.set_bot_token("xoxb-secret-token");
+    slack.fail_next(
+        1,
+        Failure::RateLimited {
+            retry_after_secs: 3,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rules.toml");
+    let rule = |name: &str| {
+        format!(
+            "[[alerts.rules]]\nname = \"{name}\"\nkind = \"threshold\"\nrate = \"hard_bounce\"\nthreshold = 0.02\nmin_volume = 20\n"
+        )
+    };
+    std::fs::write(&config, rule("hard-a") + &rule("hard-b")).unwrap();
+    let mut options = Options::default()
+        .env("BOUNCEWATCH_SLACK_TOKEN", "xoxb-secret-token")
+        .env("BOUNCEWATCH_SLACK_CHANNEL", "#alerts")
+        .env("BOUNCEWATCH_SLACK_API_URL", &slack.api_url())
+        .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s");
+    options.config_file = Some(config);
+    let server = Server::start_with(options);
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    let limited = tokio::time::Instant::now() + Duration::from_secs(20);
+    while slack.attempts() == 0 {
+        assert!(tokio::time::Instant::now() < limited, "nothing sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        slack.attempts(),
+        1,
+        "the second waits for the first's Retry-After"
+    );
+    let got = slack.wait_received(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2, "both delivered after the pause");
+}

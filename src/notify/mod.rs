@@ -207,6 +207,9 @@ pub struct Notifier {
     outbox: Outbox,
     channels: Arc<Channels>,
     wake: Arc<Notify>,
+    /// A channel that answered "rate limited, retry after T" takes nothing before T: its
+    /// limit is per workspace or webhook, not per message. Channel → Unix ms.
+    paused: std::collections::HashMap<String, i64>,
 }
 
 impl Notifier {
@@ -215,6 +218,7 @@ impl Notifier {
             outbox,
             channels,
             wake,
+            paused: std::collections::HashMap::new(),
         }
     }
 
@@ -246,6 +250,14 @@ impl Notifier {
             }
         };
         for row in due {
+            if let Some(&until) = self.paused.get(&row.channel)
+                && crate::journal::now_ms() < until
+            {
+                if let Err(e) = self.outbox.postpone(row.id, until) {
+                    tracing::error!(id = row.id, error = %e, "cannot postpone a notification");
+                }
+                continue;
+            }
             self.deliver(row).await;
         }
     }
@@ -293,6 +305,10 @@ impl Notifier {
                     tracing::error!(id = row.id, channel = %row.channel, rule = %n.rule, error = %e.message, "notification given up");
                     self.outbox.fail(row.id, now, &e.message)
                 } else {
+                    if let Some(wait) = e.retry_after {
+                        self.paused
+                            .insert(row.channel.clone(), now + wait.as_millis() as i64);
+                    }
                     let delay = e
                         .retry_after
                         .unwrap_or_else(|| backoff(row.attempts + 1, row.id as u64));

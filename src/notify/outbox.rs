@@ -201,6 +201,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Puts a row off until `next_ms` without counting an attempt (its channel is paused).
+    pub fn postpone(&self, id: i64, next_ms: i64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET next_attempt_ms = max(next_attempt_ms, ?2) WHERE id = ?1",
+            params![id, next_ms],
+        )?;
+        Ok(())
+    }
+
     /// Gives up on a row (permanent error, or too old); it stays for inspection.
     pub fn fail(&self, id: i64, now_ms: i64, error: &str) -> rusqlite::Result<()> {
         self.conn.execute(
