@@ -172,6 +172,17 @@ async fn status_reports_dead_callbacks_and_exits_non_zero() {
     let out = mailjet(&fake, &["status"]).await;
     assert!(out.status.success(), "{}", text(&out));
 
+    // An account where the update does not revive it (Status read-only, so Mailjet answers
+    // 304): setup says it is still dead and what to do, and fails.
+    fake.set_status(bounce.id, "dead");
+    fake.ignore_status_updates();
+    let out = mailjet(&fake, &["setup", "--url", URL]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("Mailjet changed nothing (304)"), "{t}");
+    assert!(t.contains("still dead after the update: bounce"), "{t}");
+    assert!(t.contains("0 callback(s) changed"), "{t}");
+
     // Bad credentials are named as such.
     let mut cmd = command();
     cmd.args(["mailjet", "status"])

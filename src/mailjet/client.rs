@@ -145,12 +145,12 @@ impl MailjetClient {
             .await
     }
 
-    /// Changes some fields of row `id` (a partial `PUT`). Mailjet answers `304` without a
-    /// body when nothing changed, which is success too.
-    pub async fn update(&self, id: i64, changes: serde_json::Value) -> Result<(), MailjetError> {
+    /// Changes some fields of row `id` (a partial `PUT`). Returns whether Mailjet changed
+    /// anything: it answers `304` without a body when nothing changed.
+    pub async fn update(&self, id: i64, changes: serde_json::Value) -> Result<bool, MailjetError> {
         self.call::<serde_json::Value>(reqwest::Method::PUT, &self.url(Some(id)), Some(changes))
             .await
-            .map(|_| ())
+            .map(|answer| answer.is_some())
     }
 
     pub async fn delete(&self, id: i64) -> Result<(), MailjetError> {

@@ -97,6 +97,7 @@ pub async fn setup(
         },
     );
     let mut changed = 0;
+    let mut revived = Vec::new();
     for action in &plan {
         let line = describe(action);
         if opts.dry_run {
@@ -125,11 +126,37 @@ pub async fn setup(
                 changed += 1;
             }
             Action::Update { id, changes, .. } => {
-                client.update(*id, changes.clone()).await?;
+                if changes.get("Status").is_some() {
+                    revived.push(*id);
+                }
+                if !client.update(*id, changes.clone()).await? {
+                    writeln!(out, "{line}: Mailjet changed nothing (304)")?;
+                    continue;
+                }
                 changed += 1;
             }
         }
         writeln!(out, "{line}")?;
+    }
+    // A suspended callback is revived by updating it, by Mailjet's account; check that it
+    // was, rather than report success.
+    if !revived.is_empty() && !opts.dry_run {
+        let still: Vec<String> = client
+            .list()
+            .await?
+            .into_iter()
+            .filter(|c| revived.contains(&c.id) && c.status.eq_ignore_ascii_case("dead"))
+            .map(|c| c.event_type)
+            .collect();
+        if !still.is_empty() {
+            writeln!(out, "{changed} callback(s) changed")?;
+            writeln!(
+                out,
+                "still dead after the update: {}. Mailjet did not reactivate them; delete them in Mailjet (Account settings, Event notifications) and run setup again, which creates them anew",
+                still.join(", ")
+            )?;
+            return Ok(1);
+        }
     }
     if opts.dry_run {
         writeln!(out, "dry run: nothing changed")?;

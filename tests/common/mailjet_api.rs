@@ -190,6 +190,8 @@ struct MailjetState {
     requests: Vec<Request>,
     /// Numbers the `ErrorIdentifier`s of injected server errors.
     errors_issued: u64,
+    /// `Status` is ignored in a `PUT` (see [`FakeMailjet::ignore_status_updates`]).
+    status_read_only: bool,
 }
 
 impl FakeMailjet {
@@ -210,6 +212,7 @@ impl FakeMailjet {
                 failures: VecDeque::new(),
                 requests: Vec::new(),
                 errors_issued: 0,
+                status_read_only: false,
             }),
             shutdown: shutdown_rx,
         });
@@ -271,6 +274,12 @@ impl FakeMailjet {
         let id = c.id;
         state.rows.insert(id, c);
         id
+    }
+
+    /// Makes `Status` read-only in a `PUT`, as a real account may: EVENTS.md says only that
+    /// "reactivating a suspended URL takes updating it", not that `Status` is writable.
+    pub fn ignore_status_updates(&self) {
+        self.shared.state().status_read_only = true;
     }
 
     /// Sets a row's `Status`, as Mailjet does when it suspends a failing URL (`dead`).
@@ -592,7 +601,10 @@ fn update(shared: &Shared, key: &str, body: &[u8]) -> Response {
         url: patch.url.unwrap_or_else(|| old.url.clone()),
         version: patch.version.unwrap_or(old.version),
         is_backup: patch.is_backup.unwrap_or(old.is_backup),
-        status: patch.status.unwrap_or_else(|| old.status.clone()),
+        status: match patch.status {
+            Some(status) if !state.status_read_only => status,
+            _ => old.status.clone(),
+        },
         ..old.clone()
     };
     if new == old {
