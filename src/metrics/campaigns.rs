@@ -386,6 +386,27 @@ mod tests {
         assert!(!s.contains_key(&(EventKind::Sent, Provider::Gmx, OTHER.into())));
     }
 
+    /// Campaign id 42 and a campaign named "42" export two series, not one overwriting the
+    /// other.
+    #[test]
+    fn an_id_and_a_name_alike_are_two_series() {
+        let mut c = CampaignCounters::new(3);
+        c.count(EventKind::Sent, Provider::Google, &id(42));
+        c.count(
+            EventKind::Sent,
+            Provider::Google,
+            &CampaignKey::Name("42".into()),
+        );
+        c.count(
+            EventKind::Sent,
+            Provider::Google,
+            &CampaignKey::Name("42".into()),
+        );
+        let s = series(&c);
+        assert_eq!(s[&(EventKind::Sent, Provider::Google, "42".into())], 1);
+        assert_eq!(s[&(EventKind::Sent, Provider::Google, "name:42".into())], 2);
+    }
+
     /// A snapshot from before the fix, with the key in two slots: one series, summed.
     #[test]
     fn two_slots_without_a_campaign_in_an_old_snapshot_merge() {

@@ -103,11 +103,25 @@ impl CampaignKey {
     }
 }
 
+/// A campaign as labels and the API show it: the id, the name, or `none`. A name that would
+/// read as something else (an id, `none`, the metrics' `other`, or another such name) is shown
+/// as `name:` + the name, so that two campaigns never share a label: a series exported under
+/// one label by two campaigns would overwrite the other's.
 impl fmt::Display for CampaignKey {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             CampaignKey::Id(id) => write!(f, "{id}"),
-            CampaignKey::Name(name) => f.write_str(name),
+            CampaignKey::Name(name) => {
+                let ambiguous = name.parse::<u64>().is_ok()
+                    || name == "none"
+                    || name == "other"
+                    || name.starts_with("name:");
+                if ambiguous {
+                    write!(f, "name:{name}")
+                } else {
+                    f.write_str(name)
+                }
+            }
             CampaignKey::None => f.write_str("none"),
         }
     }

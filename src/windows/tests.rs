@@ -200,3 +200,21 @@ fn a_snapshot_restores_the_same_counts() {
         (w.totals(), w.late(), w.len())
     );
 }
+
+/// Campaign id 42 and a campaign named "42" are two campaigns, and so are the name "none" and
+/// no campaign: each shows under its own label.
+#[test]
+fn campaigns_that_look_alike_get_their_own_labels() {
+    let shown = |k: CampaignKey| k.to_string();
+    assert_eq!(shown(CampaignKey::Id(42)), "42");
+    assert_eq!(shown(CampaignKey::Name("42".into())), "name:42");
+    assert_eq!(shown(CampaignKey::None), "none");
+    assert_eq!(shown(CampaignKey::Name("none".into())), "name:none");
+    assert_eq!(shown(CampaignKey::Name("other".into())), "name:other");
+    assert_eq!(shown(CampaignKey::Name("name:42".into())), "name:name:42");
+    assert_eq!(
+        shown(CampaignKey::Name("spring sale".into())),
+        "spring sale"
+    );
+    assert_eq!(shown(CampaignKey::Name("42a".into())), "42a");
+}
