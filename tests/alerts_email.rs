@@ -205,7 +205,12 @@ async fn notify_test_sends_one_mail_or_says_why_not() {
         String::from_utf8_lossy(&ok.stdout)
     );
     let mails = smtp.wait_messages(1, Duration::from_secs(5));
-    assert!(mails[0].header("Subject").unwrap().contains("notify-test"));
+    let subject = mails[0].header("Subject").unwrap();
+    assert!(
+        subject.contains("notify-test") && subject.contains("a test message"),
+        "says it is a test: {subject}"
+    );
+    assert!(!subject.ends_with(": "), "{subject}");
 
     let bad = run("wrong", smtp.port).await;
     let out = String::from_utf8_lossy(&bad.stdout).to_string();

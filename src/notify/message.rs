@@ -19,6 +19,9 @@ pub fn status(n: &Notification) -> String {
 
 /// One line: `[FIRING critical] hard-bounce-rate: google (and 2 more)`.
 pub fn subject(n: &Notification) -> String {
+    if n.alerts.is_empty() && n.more == 0 {
+        return format!("[{}] {}", status(n), n.rule);
+    }
     let first = n
         .alerts
         .first()

@@ -141,7 +141,7 @@ pub async fn test_message(channels: &Channels, channel: &str) -> i32 {
     }
     let now = crate::journal::now_ms() / 1000;
     let n = Notification {
-        rule: "notify-test".into(),
+        rule: "notify-test: a test message from bouncewatch; nothing is wrong".into(),
         kind: crate::alerts::rules::RuleKind::Webhook,
         rate: None,
         signal: None,
