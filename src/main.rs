@@ -375,6 +375,12 @@ async fn run(
             .map(|w| (w.0.as_secs() / 60) as u32)
             .unwrap_or(5),
         longest_window_minutes: config.windows.longest_minutes(),
+        alert_rules: config
+            .alerts
+            .compile()?
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect(),
     });
     let app = http::router(state);
 

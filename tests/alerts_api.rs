@@ -44,6 +44,19 @@ async fn silences_suppress_notifications_and_the_api_shows_alerts() {
     )
     .await;
     assert_eq!(status, 400);
+    // A rule that does not exist would silence nothing.
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/silences",
+        json!({"rule": "hard-bounce-rat", "for": "1h"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("hard-bounce-rat") && error.contains("hard-bounce-rate"),
+        "{error}"
+    );
 
     let (status, silence) = post_json(
         &server,

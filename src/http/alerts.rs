@@ -136,9 +136,19 @@ pub async fn add_silence(
             ))
         })?),
     };
+    let rule = req.rule.filter(|r| !r.is_empty() && r != "*");
+    if let Some(r) = &rule
+        && !state.alert_rules.contains(r)
+    {
+        // A typo would silence nothing while the caller believes the page is muted.
+        return Err(bad_request(format!(
+            "`rule` {r:?} names no rule; the rules are: {} (or leave `rule` out for all)",
+            state.alert_rules.join(", ")
+        )));
+    }
     let silence = Silence {
         id: 0,
-        rule: req.rule.filter(|r| !r.is_empty() && r != "*"),
+        rule,
         provider,
         campaign: req.campaign,
         until_ms,

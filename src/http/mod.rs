@@ -103,6 +103,8 @@ pub struct AppState {
     pub default_window_minutes: u32,
     /// The longest configured window: how far back buckets go, so the longest `window=`.
     pub longest_window_minutes: u32,
+    /// The alert rules' names, so that a silence names one that exists.
+    pub alert_rules: Vec<String>,
 }
 
 /// What the HTTP layer sees of the pipeline: its counts, and a way to wake it.
