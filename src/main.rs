@@ -351,9 +351,11 @@ async fn run(
     .context("cannot start the alerts thread")?;
     tracing::info!(channels = ?channels.names(), "alerting");
     let (stop_notifier, notifier_stopped) = tokio::sync::oneshot::channel::<()>();
-    let notifier = tokio::spawn(Notifier::new(open_outbox()?, channels, wake).run(async {
-        let _ = notifier_stopped.await;
-    }));
+    let notifier = tokio::spawn(
+        Notifier::new(open_outbox()?, channels, wake, metrics.clone()).run(async {
+            let _ = notifier_stopped.await;
+        }),
+    );
 
     let state = Arc::new(AppState {
         journal: journal.clone(),

@@ -178,6 +178,11 @@ async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
     assert_eq!(got[0].kind, Kind::Webhook);
     assert!(blocks_text(&got[0].blocks).contains("hard bounce rate"));
     assert_eq!(slack.attempts(), 2);
+    let delivered = r#"bouncewatch_alert_notifications_total{channel="slack",outcome="delivered"}"#;
+    common::eventually("the delivery counted", Duration::from_secs(5), async || {
+        server.metric(delivered).await == 1.0
+    })
+    .await;
     let logs = server.logs().join("\n");
     assert!(
         !logs.contains("XXXXXXXX"),
@@ -202,6 +207,12 @@ async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
     assert!(
         given_up.contains("no_service"),
         "Slack's code is kept: {given_up}"
+    );
+    assert_eq!(
+        other
+            .metric(r#"bouncewatch_alert_notifications_total{channel="slack",outcome="given_up"}"#)
+            .await,
+        1.0
     );
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(

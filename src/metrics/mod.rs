@@ -118,6 +118,9 @@ struct WindowsSource {
     windows: Vec<(u32, String)>,
 }
 
+/// The `outcome` label of `bouncewatch_alert_notifications_total`.
+const NOTIFICATION_OUTCOMES: [&str; 2] = ["delivered", "given_up"];
+
 /// Everything the observable instruments' callbacks read.
 struct State {
     counters: Counters,
@@ -127,6 +130,8 @@ struct State {
     mailjet: OnceLock<crate::mailjet::watch::Shared>,
     /// `(rule, severity, firing)` as of the last evaluation.
     firing: Mutex<Vec<(String, &'static str, u64)>>,
+    /// `(channel, outcome)` → notifications.
+    notifications: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     windows: OnceLock<WindowsSource>,
 }
 
@@ -228,6 +233,7 @@ impl Metrics {
             campaigns: Mutex::new(CampaignCounters::new(config.top_campaigns)),
             delays: Mutex::new(RecentDelays::default()),
             firing: Mutex::new(Vec::new()),
+            notifications: Mutex::new(std::collections::BTreeMap::new()),
             mailjet: OnceLock::new(),
             windows: OnceLock::new(),
         });
@@ -307,6 +313,33 @@ impl Metrics {
     /// Lets `bouncewatch_mailjet_callback_alive` read the Mailjet watch.
     pub fn attach_mailjet(&self, shared: crate::mailjet::watch::Shared) {
         let _ = self.state.mailjet.set(shared);
+    }
+
+    /// The notification channels, so that each outcome is exported from 0 before anything
+    /// happens (a rule on its increase then sees the first one).
+    pub fn notification_channels(&self, channels: &[&str]) {
+        let mut n = self
+            .state
+            .notifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for channel in channels {
+            for outcome in NOTIFICATION_OUTCOMES {
+                n.entry((channel.to_string(), outcome)).or_insert(0);
+            }
+        }
+    }
+
+    /// A notification delivered on `channel`, or given up.
+    pub fn notification(&self, channel: &str, delivered: bool) {
+        let outcome = NOTIFICATION_OUTCOMES[usize::from(!delivered)];
+        *self
+            .state
+            .notifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((channel.to_string(), outcome))
+            .or_insert(0) += 1;
     }
 
     /// Notifications a silence suppressed.

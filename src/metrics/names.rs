@@ -230,6 +230,13 @@ pub const ALERTS_SILENCED: Signal = Signal {
     labels: &[],
 };
 
+pub const ALERT_NOTIFICATIONS: Signal = Signal {
+    name: "bouncewatch_alert_notifications_total",
+    help: "Alert notifications by channel and outcome: delivered, or given_up (a permanent error, or a day of failures).",
+    kind: Kind::Counter,
+    labels: &["channel", "outcome"],
+};
+
 pub const MAILJET_CALLBACK_ALIVE: Signal = Signal {
     name: "bouncewatch_mailjet_callback_alive",
     help: "Mailjet's view of each callback: 1 alive, 0 dead (suspended) or not registered. Only while serve watches Mailjet (API credentials set).",
@@ -286,6 +293,7 @@ pub const ALL: &[Signal] = &[
     WINDOW_REASONS,
     ALERTS_FIRING,
     ALERTS_SILENCED,
+    ALERT_NOTIFICATIONS,
     MAILJET_CALLBACK_ALIVE,
     MAILJET_CHECKED,
     EVENTS_LATE,

@@ -82,6 +82,27 @@ pub(super) fn register_observers(meter: &Meter, state: &Arc<State>) {
         .build();
     let st = state.clone();
     meter
+        .u64_observable_counter(ALERT_NOTIFICATIONS.instrument())
+        .with_description(ALERT_NOTIFICATIONS.help)
+        .with_callback(move |o| {
+            let counts = st
+                .notifications
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for ((channel, outcome), n) in counts {
+                o.observe(
+                    n,
+                    &[
+                        KeyValue::new("channel", channel),
+                        KeyValue::new("outcome", outcome),
+                    ],
+                );
+            }
+        })
+        .build();
+    let st = state.clone();
+    meter
         .u64_observable_gauge(ALERTS_FIRING.instrument())
         .with_description(ALERTS_FIRING.help)
         .with_callback(move |o| {

@@ -207,17 +207,25 @@ pub struct Notifier {
     outbox: Outbox,
     channels: Arc<Channels>,
     wake: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// A channel that answered "rate limited, retry after T" takes nothing before T: its
     /// limit is per workspace or webhook, not per message. Channel → Unix ms.
     paused: std::collections::HashMap<String, i64>,
 }
 
 impl Notifier {
-    pub fn new(outbox: Outbox, channels: Arc<Channels>, wake: Arc<Notify>) -> Notifier {
+    pub fn new(
+        outbox: Outbox,
+        channels: Arc<Channels>,
+        wake: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Notifier {
+        metrics.notification_channels(&channels.names());
         Notifier {
             outbox,
             channels,
             wake,
+            metrics,
             paused: std::collections::HashMap::new(),
         }
     }
@@ -285,6 +293,7 @@ impl Notifier {
         let marked = match result {
             Ok(posted) => {
                 tracing::info!(id = row.id, channel = %row.channel, rule = %n.rule, "notification delivered");
+                self.metrics.notification(&row.channel, true);
                 // Only Slack's own delivery moves its thread reference: an email of the same
                 // resolution, delivered first, would otherwise take the thread away from it.
                 for k in keys.iter().filter(|_| row.channel == "slack") {
@@ -303,6 +312,7 @@ impl Notifier {
                 let too_old = now - row.created_ms > GIVE_UP_AFTER.as_millis() as i64;
                 if e.permanent || too_old {
                     tracing::error!(id = row.id, channel = %row.channel, rule = %n.rule, error = %e.message, "notification given up");
+                    self.metrics.notification(&row.channel, false);
                     self.outbox.fail(row.id, now, &e.message)
                 } else {
                     if let Some(wait) = e.retry_after {
