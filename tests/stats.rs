@@ -152,6 +152,15 @@ async fn stats_show_counts_and_rates_per_scope() {
         let text = bad.text().await.unwrap();
         assert!(text.contains(&format!("window={window}")), "{text}");
     }
+    // A filter the scope has no field for is refused, not answered with an empty list.
+    for query in ["scope=global&provider=google", "scope=provider&campaign=8"] {
+        let bad = common::client()
+            .get(server.url(&format!("/api/v1/stats?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{query}");
+    }
     let day = stats(&server, "scope=global&window=24h").await;
     assert_eq!(day["window_minutes"], 1440);
 }

@@ -128,6 +128,26 @@ pub async fn stats(
         }
     }
 
+    // A filter the scope has no field for would answer an empty list, as if nothing matched.
+    let has = |field| {
+        matches!(
+            (scope, field),
+            (Scope::Provider, "provider")
+                | (Scope::Campaign, "campaign")
+                | (Scope::CampaignProvider, _)
+        )
+    };
+    for (field, given) in [
+        ("provider", provider.is_some()),
+        ("campaign", campaign.is_some()),
+    ] {
+        if given && !has(field) {
+            return Err(bad_request(format!(
+                "`{field}` filters scope={field} or scope=campaign_provider, not this scope"
+            )));
+        }
+    }
+
     // Read your writes: the counts include everything committed before this request.
     state
         .journal
