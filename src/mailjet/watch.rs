@@ -22,9 +22,12 @@ pub struct Watched {
     pub problems: Problems,
     /// Unix ms of the last successful poll; 0 before the first.
     pub checked_ms: i64,
-    /// Failed polls since the last successful one, and the last one's error.
+    /// Failed polls since the last successful one, and when and why the first of them failed.
+    /// (The first: the alert's detail must not change with every poll, or each would be told
+    /// as news, and Mailjet's errors carry a new `ErrorIdentifier` each time.)
     pub failures: u32,
-    pub last_error: String,
+    pub failing_since_ms: i64,
+    pub first_error: String,
 }
 
 impl Watched {
@@ -32,9 +35,13 @@ impl Watched {
     /// before Mailjet has answered once, unless it has failed too often to wait any longer.
     pub fn callbacks(&self) -> Option<(u32, String)> {
         let blind = (self.failures >= UNANSWERED_POLLS).then(|| {
+            let since = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(self.failing_since_ms.max(0) as u64),
+            );
             format!(
-                "Mailjet's API has not answered {} polls in a row ({})",
-                self.failures, self.last_error
+                "Mailjet's API has not answered since {since} ({})",
+                self.first_error
             )
         });
         match (self.checked_ms > 0, blind) {
@@ -79,7 +86,8 @@ pub async fn run(
                     problems: found,
                     checked_ms: crate::journal::now_ms(),
                     failures: 0,
-                    last_error: String::new(),
+                    failing_since_ms: 0,
+                    first_error: String::new(),
                 };
                 failing = false;
             }
@@ -89,8 +97,11 @@ pub async fn run(
                 }
                 failing = true;
                 let mut w = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if w.failures == 0 {
+                    w.failing_since_ms = crate::journal::now_ms();
+                    w.first_error = e.to_string();
+                }
                 w.failures += 1;
-                w.last_error = e.to_string();
             }
         }
         tokio::select! {
@@ -111,15 +122,19 @@ mod tests {
         let mut w = Watched::default();
         assert_eq!(w.callbacks(), None, "nothing known yet");
         w.failures = UNANSWERED_POLLS - 1;
-        w.last_error = "Mailjet refused the API key".into();
+        w.failing_since_ms = 1_764_000_000_000;
+        w.first_error = "Mailjet refused the API key".into();
         assert_eq!(w.callbacks(), None, "a blip");
         w.failures = UNANSWERED_POLLS;
         let (n, what) = w.callbacks().unwrap();
         assert_eq!(n, 1);
         assert!(
-            what.contains("has not answered 3 polls") && what.contains("refused"),
+            what.contains("has not answered since 2025-11-24T16:00:00Z")
+                && what.contains("refused"),
             "{what}"
         );
+        w.failures += 1;
+        assert_eq!(w.callbacks().unwrap().1, what, "the same news a poll later");
 
         w.checked_ms = 1;
         w.problems.dead.push("click".into());
