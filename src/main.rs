@@ -267,7 +267,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for var in &loaded.unknown_env {
         tracing::warn!(%var, "environment variable matches no config key and is ignored");
     }
-    if !config.webhook.has_credentials() && !listen.ip().is_loopback() {
+    if !config.webhook.has_credentials() && !listen.ip().to_canonical().is_loopback() {
         tracing::warn!(%listen, "the webhook accepts unauthenticated requests on a non-loopback address (webhook.allow_unauthenticated = true)");
     }
     tracing::debug!(config = %config.to_masked_toml(), "effective configuration");

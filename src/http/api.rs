@@ -33,17 +33,21 @@ pub struct ApiAuth {
 impl ApiAuth {
     pub fn new(config: &ApiConfig) -> ApiAuth {
         ApiAuth {
-            expected: (!config.token.is_empty())
-                .then(|| format!("Bearer {}", config.token).into_bytes()),
+            expected: (!config.token.is_empty()).then(|| config.token.clone().into_bytes()),
         }
     }
 
     pub(super) fn check(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
         match &self.expected {
             Some(expected) => {
+                // The scheme is case-insensitive (RFC 9110), the token is not.
                 let given = headers
                     .get(header::AUTHORIZATION)
                     .map(|v| v.as_bytes())
+                    .and_then(|v| {
+                        let (scheme, token) = v.split_at(v.len().min(7));
+                        scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+                    })
                     .unwrap_or(b"");
                 if constant_time_eq(expected, given) {
                     Ok(())
@@ -55,7 +59,8 @@ impl ApiAuth {
                     })
                 }
             }
-            None if peer.ip().is_loopback() => Ok(()),
+            // `::ffff:127.0.0.1` is an IPv4 loopback client on a dual-stack listener.
+            None if peer.ip().to_canonical().is_loopback() => Ok(()),
             None => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 message: "without BOUNCEWATCH_API_TOKEN the API answers only on loopback".into(),
@@ -151,23 +156,64 @@ fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ApiError> {
         .map_err(|_| bad_request(format!("`{key}={value}` is not a whole number")))
 }
 
-/// Unix seconds or RFC 3339 (`2026-11-27T04:00:00Z`).
+/// Unix seconds or RFC 3339 (`2026-11-27T04:00:00Z`, `2026-11-27T05:00:00+01:00`).
 fn instant(key: &str, value: &str) -> Result<i64, ApiError> {
     if let Ok(secs) = value.parse::<i64>() {
         return Ok(secs);
     }
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .ok_or_else(|| {
-            bad_request(format!(
-                "`{key}={value}` is neither Unix seconds nor RFC 3339"
-            ))
-        })
+    rfc3339_secs(value).ok_or_else(|| {
+        bad_request(format!(
+            "`{key}={value}` is neither Unix seconds nor RFC 3339"
+        ))
+    })
+}
+
+/// An RFC 3339 time with any UTC offset, in Unix seconds. humantime reads only `Z` (and
+/// `+00:00`): the offset is taken off here and applied after.
+fn rfc3339_secs(value: &str) -> Option<i64> {
+    let value = value.trim();
+    let at = |t: &str| {
+        humantime::parse_rfc3339_weak(t)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+    };
+    let Some(date_and_time) = value.find(['T', 't', ' ']) else {
+        return at(value);
+    };
+    let Some(zone) = value[date_and_time..]
+        .rfind(['+', '-'])
+        .map(|z| z + date_and_time)
+    else {
+        return at(value); // `Z`
+    };
+    let Some((hours, minutes)) = value[zone + 1..].split_once(':') else {
+        return at(value);
+    };
+    let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    let offset = (hours * 60 + minutes) * 60;
+    let local = at(&format!("{}Z", &value[..zone]))?;
+    Some(if &value[zone..=zone] == "+" {
+        local - offset
+    } else {
+        local + offset
+    })
 }
 
 const DEFAULT_LIMIT: usize = 100;
+
+/// A page size from 1 to [`crate::journal::MAX_LIMIT`]; anything else is said, not changed.
+fn limit(key: &str, value: &str) -> Result<usize, ApiError> {
+    let n: usize = number(key, value)?;
+    let max = crate::journal::MAX_LIMIT;
+    if !(1..=max).contains(&n) {
+        return Err(bad_request(format!("`{key}={value}` must be 1 to {max}")));
+    }
+    Ok(n)
+}
 
 pub async fn events(
     State(state): State<Arc<AppState>>,
@@ -200,7 +246,7 @@ pub async fn events(
             "custom_id" => f.custom_id = Some(v),
             "since" => f.since = Some(instant(&k, &v)?),
             "until" => f.until = Some(instant(&k, &v)?),
-            "limit" => f.limit = number(&k, &v)?,
+            "limit" => f.limit = limit(&k, &v)?,
             _ => f.before = Some(number(&k, &v)?),
         }
     }
@@ -220,7 +266,7 @@ pub async fn quarantine(
     };
     for (k, v) in params(query.as_deref(), &["limit", "cursor"])? {
         match k.as_str() {
-            "limit" => f.limit = number(&k, &v)?,
+            "limit" => f.limit = limit(&k, &v)?,
             _ => f.before = Some(number(&k, &v)?),
         }
     }
@@ -241,6 +287,15 @@ mod tests {
         let open = ApiAuth::new(&ApiConfig::default());
         assert!(open.check(&HeaderMap::new(), peer("127.0.0.1")).is_ok());
         assert!(open.check(&HeaderMap::new(), peer("[::1]")).is_ok());
+        // An IPv4 client on a dual-stack listener.
+        assert!(
+            open.check(&HeaderMap::new(), peer("[::ffff:127.0.0.1]"))
+                .is_ok()
+        );
+        assert!(
+            open.check(&HeaderMap::new(), peer("[::ffff:192.0.2.7]"))
+                .is_err()
+        );
         let refused = open
             .check(&HeaderMap::new(), peer("192.0.2.7"))
             .unwrap_err();
@@ -269,5 +324,42 @@ mod tests {
             HeaderValue::from_static("Bearer s3cre"),
         );
         assert!(auth.check(&wrong, peer("127.0.0.1")).is_err());
+        // The scheme in any case; the token exactly.
+        for (value, ok) in [
+            ("bearer s3cret", true),
+            ("BEARER s3cret", true),
+            ("Bearer S3CRET", false),
+            ("Basic s3cret", false),
+            ("s3cret", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(auth.check(&h, peer("192.0.2.7")).is_ok(), ok, "{value}");
+        }
+    }
+
+    /// RFC 3339 with any offset, not only `Z`.
+    #[test]
+    fn times_take_any_utc_offset() {
+        let z = instant("since", "2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(z, 1_700_000_000);
+        assert_eq!(instant("since", "2023-11-14T23:13:20+01:00").unwrap(), z);
+        assert_eq!(instant("since", "2023-11-14T17:13:20-05:00").unwrap(), z);
+        assert_eq!(instant("since", "2023-11-14T22:13:20+00:00").unwrap(), z);
+        assert_eq!(instant("since", "1700000000").unwrap(), z);
+        assert!(instant("since", "2023-11-14T22:13:20+25:00").is_err());
+        assert!(instant("since", "yesterday").is_err());
+    }
+
+    /// A page size out of range is a 400 naming it, not silently changed.
+    #[test]
+    fn a_limit_out_of_range_is_refused() {
+        assert_eq!(limit("limit", "1").unwrap(), 1);
+        assert_eq!(limit("limit", "1000").unwrap(), 1000);
+        for bad in ["0", "1001", "-1", "abc"] {
+            let e = limit("limit", bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("limit"), "{}", e.message);
+        }
     }
 }

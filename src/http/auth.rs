@@ -62,7 +62,10 @@ impl WebhookConfig {
 
     /// Refuses to expose an unauthenticated receiver beyond loopback unless told to.
     pub fn check_exposure(&self, listen: SocketAddr) -> Result<(), ConfigError> {
-        if self.has_credentials() || listen.ip().is_loopback() || self.allow_unauthenticated {
+        if self.has_credentials()
+            || listen.ip().to_canonical().is_loopback()
+            || self.allow_unauthenticated
+        {
             return Ok(());
         }
         Err(ConfigError::Invalid {

@@ -40,7 +40,8 @@ pub use chunks::{StoredRaw, Tail, TailedEvent};
 pub use index::{LookupKey, Progress};
 pub use lock::{DirLock, LockError};
 pub use query::{
-    EventFilter, EventPage, QuarantineFilter, QuarantinePage, StoredEvent, StoredQuarantine,
+    EventFilter, EventPage, MAX_LIMIT, QuarantineFilter, QuarantinePage, StoredEvent,
+    StoredQuarantine,
 };
 pub use recent::{Reader, Recent};
 
