@@ -397,13 +397,21 @@ async fn run(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, tls = tls.is_some(), data_dir = %data_dir.display(), "listening");
 
+    let grace = config.server.shutdown_grace.0;
     let served = match tls {
         Some(rustls) => {
-            http::serve_tls(listener, rustls, app, bouncewatch::shutdown::signal()).await
+            http::serve_tls(
+                listener,
+                rustls,
+                app,
+                bouncewatch::shutdown::signal(),
+                grace,
+            )
+            .await
         }
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            http::serve_plain(listener, app, bouncewatch::shutdown::signal()).await
+            http::serve_plain(listener, app, bouncewatch::shutdown::signal(), grace).await
         }
     };
     // The journal first (it answers the last requests), then the pipeline, which counts what

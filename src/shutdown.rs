@@ -1,7 +1,9 @@
 //! The shutdown signal: SIGTERM or SIGINT (Ctrl-C) starts a graceful stop.
 //!
 //! A graceful stop means: stop accepting connections, let every in-flight request finish (each
-//! waits for its commit and gets its real answer), commit what is queued, then exit. `kill -9`
+//! waits for its commit and gets its real answer), commit what is queued, then exit. Connections
+//! still open `server.shutdown_grace` after the signal (a client stalled mid-request) are
+//! closed rather than waited for. `kill -9`
 //! skips all of this, and the journal's durability alone keeps acknowledged events safe.
 
 /// Resolves when the process is asked to stop.

@@ -835,3 +835,42 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+/// A client stalled halfway through its request does not hold a graceful stop: after
+/// `server.shutdown_grace` the server closes it and exits, and what was acknowledged before
+/// is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_hold_the_stop() {
+    use std::io::Write;
+    let mut server =
+        Server::start_with(Options::default().env("BOUNCEWATCH_SERVER_SHUTDOWN_GRACE", "1s"));
+    let dir = server.data_dir.clone();
+    let addr = server
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (status, _) = server
+        .post("/webhooks/mailjet", common::fixture("v1/sent.json"))
+        .await;
+    assert_eq!(status, 200);
+    // Headers begun and never finished.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"POST /webhooks/mailjet HTTP/1.1\r\nHost: x\r\nContent-Len")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert!(server.terminate().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stop took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        server.logs().iter().any(|l| l.contains("shutdown_grace")),
+        "says why it closed connections"
+    );
+    assert_eq!(common::stored_message_ids(&dir).len(), 1);
+    drop(stalled);
+}

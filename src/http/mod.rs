@@ -21,7 +21,7 @@ use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
-use crate::config::units::SizeText;
+use crate::config::units::{DurationText, SizeText};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 
@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub invalid_body_status: u16,
     /// `Retry-After` seconds sent with a `503` when the writer queue is full.
     pub retry_after_secs: u32,
+    /// How long a graceful stop waits for open connections. A request in flight takes
+    /// milliseconds; a client stalled halfway through its request would otherwise hold the stop
+    /// for as long as it likes. What is queued is committed and answered either way.
+    pub shutdown_grace: DurationText,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             max_body: SizeText(32 << 20),
             invalid_body_status: 200,
             retry_after_secs: 5,
+            shutdown_grace: DurationText::from_secs(10),
         }
     }
 }
@@ -143,11 +148,32 @@ pub async fn serve_plain(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let (signalled, stopping) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    })
+    .into_future();
+    tokio::pin!(serve);
+    tokio::select! {
+        biased;
+        served = &mut serve => return served,
+        _ = stopping => {}
+    }
+    match tokio::time::timeout(grace, &mut serve).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "connections still open after server.shutdown_grace: closing them"
+            );
+            Ok(())
+        }
+    }
 }

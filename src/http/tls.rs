@@ -64,12 +64,13 @@ pub async fn serve_tls(
     rustls: RustlsConfig,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+        stopper.graceful_shutdown(Some(grace));
     });
     axum_server::from_tcp_rustls(listener, rustls)?
         .handle(handle)
