@@ -874,3 +874,28 @@ async fn a_stalled_client_does_not_hold_the_stop() {
     assert_eq!(common::stored_message_ids(&dir).len(), 1);
     drop(stalled);
 }
+
+/// A callback URL registered with a trailing slash still works, and one registered wrong
+/// leaves a trace: its 404s are counted with the receiver's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_slash_works_and_a_wrong_path_is_counted() {
+    let server = Server::start();
+    let (status, text) = server
+        .post("/webhooks/mailjet/", common::fixture("v1/open.json"))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = server
+        .post("/webhook/mailjet", common::fixture("v1/open.json"))
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        text.contains("/webhooks/mailjet"),
+        "says where to post: {text}"
+    );
+    assert_eq!(
+        server
+            .metric(r#"bouncewatch_receiver_requests_total{status="404"}"#)
+            .await,
+        1.0
+    );
+}

@@ -119,9 +119,29 @@ pub struct PipelineView {
 }
 
 /// Builds the router with every route.
+/// Any other path: `404`, counted with the receiver's answers, so that a callback URL
+/// registered wrong shows in `bouncewatch_receiver_requests_total{status="404"}` instead of
+/// leaving no trace.
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> (axum::http::StatusCode, String) {
+    state.metrics.answered(404);
+    tracing::debug!(path = %uri.path(), "request to an unknown path");
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        format!(
+            "no such path: {}; Mailjet posts to /webhooks/mailjet\n",
+            uri.path()
+        ),
+    )
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhooks/mailjet", post(webhook::receive))
+        // A trailing slash is an easy slip when registering the URL in Mailjet.
+        .route("/webhooks/mailjet/", post(webhook::receive))
         .route("/webhooks/mailjet/{event}", post(webhook::receive))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/quarantine", get(api::quarantine))
@@ -135,6 +155,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(not_found)
         // No `DefaultBodyLimit` layer: the receiver takes the raw request and enforces
         // `server.max_body` itself, so that a 413 is counted, and the silences API keeps axum's
         // 2 MB default. A layer over every route cost each webhook request six allocations.

@@ -284,12 +284,18 @@ impl Metrics {
     }
 
     pub fn request(&self, status: u16, elapsed: Duration) {
+        self.answered(status);
+        self.request_duration.record(elapsed.as_secs_f64(), &[]);
+    }
+
+    /// A request answered without reaching the receiver (an unknown path): counted by status,
+    /// kept out of the receiver's latency.
+    pub fn answered(&self, status: u16) {
         let i = STATUSES
             .iter()
             .position(|&s| s == status)
             .unwrap_or(STATUSES.len());
         add(&self.counters().requests[i], 1);
-        self.request_duration.record(elapsed.as_secs_f64(), &[]);
     }
 
     /// Events one journal commit stored, by [`EventKind::index`], committed at `now_ms`.
