@@ -215,6 +215,19 @@ async fn setup_warns_without_sent_and_its_check_tells_failures_apart() {
         "{}",
         text(&out)
     );
+    // Once `sent` is registered, adding other types does not warn about it.
+    let out = mailjet(&fake, &["setup", "--url", URL, "--events", "sent"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = mailjet(
+        &fake,
+        &["setup", "--url", URL, "--events", "bounce", "--dry-run"],
+    )
+    .await;
+    assert!(
+        !text(&out).contains("warning: `sent`"),
+        "sent is registered: {}",
+        text(&out)
+    );
 
     // A real receiver with the same credentials: the check passes.
     let server = Server::start_with(

@@ -67,12 +67,6 @@ pub async fn setup(
         .as_deref()
         .map(|b| callback_url(config, b))
         .transpose()?;
-    if !opts.events.iter().any(|e| e == "sent") {
-        writeln!(
-            out,
-            "warning: `sent` is not registered: bounce, block and spam rates cannot be computed without it"
-        )?;
-    }
     let mut registered: Vec<&str> = opts.events.iter().map(String::as_str).collect();
     let mut watched: Vec<&str> = config.mailjet.events.iter().map(String::as_str).collect();
     registered.sort_unstable();
@@ -87,6 +81,16 @@ pub async fn setup(
     }
     let client = client(config)?;
     let existing = client.list().await?;
+    // Registered already (by an earlier setup) is as good as registered now.
+    let sent_registered = existing
+        .iter()
+        .any(|c| !c.is_backup && c.event_type.eq_ignore_ascii_case("sent"));
+    if !opts.events.iter().any(|e| e == "sent") && !sent_registered {
+        writeln!(
+            out,
+            "warning: `sent` is not registered: bounce, block and spam rates cannot be computed without it"
+        )?;
+    }
     let plan = setup::plan(
         &existing,
         &Desired {
