@@ -16,6 +16,23 @@ fn traffic(first_id: u64, sent: usize, hard: usize) -> String {
     common::gmail_hard_bounces(first_id, sent, hard, 5)
 }
 
+/// A server that posts to `slack`'s incoming webhook, fed a hard-bounce spike (10 in 200).
+async fn spiking_webhook_server(slack: &FakeSlack) -> Server {
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
+    );
+    assert_eq!(
+        server
+            .post("/webhooks/mailjet", traffic(1, 190, 10))
+            .await
+            .0,
+        200
+    );
+    server
+}
+
 fn blocks_text(blocks: &serde_json::Value) -> String {
     serde_json::to_string(blocks).unwrap()
 }
@@ -137,18 +154,7 @@ async fn a_rate_limited_webhook_is_retried_after_its_retry_after() {
             retry_after_secs: 3,
         },
     );
-    let server = Server::start_with(
-        Options::default()
-            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
-            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
-    );
-    assert_eq!(
-        server
-            .post("/webhooks/mailjet", traffic(1, 190, 10))
-            .await
-            .0,
-        200
-    );
+    let server = spiking_webhook_server(&slack).await;
     slack.wait_received(1, Duration::from_secs(20)).await;
     assert_eq!(slack.attempts(), 2, "one 429, then delivered");
     let logs = server.logs().join("\n");
@@ -162,18 +168,7 @@ async fn a_rate_limited_webhook_is_retried_after_its_retry_after() {
 async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
     let slack = FakeSlack::start().await;
     slack.fail_next(1, Failure::ServerError(503));
-    let server = Server::start_with(
-        Options::default()
-            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
-            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
-    );
-    assert_eq!(
-        server
-            .post("/webhooks/mailjet", traffic(1, 190, 10))
-            .await
-            .0,
-        200
-    );
+    let server = spiking_webhook_server(&slack).await;
     let got = slack.wait_received(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].kind, Kind::Webhook);
     assert!(blocks_text(&got[0].blocks).contains("hard bounce rate"));
@@ -192,15 +187,7 @@ async fn a_webhook_is_retried_after_a_5xx_and_given_up_on_a_permanent_error() {
     // A second incident meets a refused webhook (404 no_service): given up, not retried.
     slack.fail_next(1, Failure::SlackError("no_service"));
     let attempts = slack.attempts();
-    let other = Server::start_with(
-        Options::default()
-            .env("BOUNCEWATCH_SLACK_WEBHOOK_URL", &slack.webhook_url())
-            .env("BOUNCEWATCH_ALERTS_INTERVAL", "1s"),
-    );
-    assert_eq!(
-        other.post("/webhooks/mailjet", traffic(1, 190, 10)).await.0,
-        200
-    );
+    let other = spiking_webhook_server(&slack).await;
     let given_up = other
         .wait_log(|l| l.contains("notification given up"))
         .await;
