@@ -17,9 +17,14 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
         .arg(&path)
         .env("BOUNCEWATCH_WEBHOOK_PASSWORD", "pw-from-env")
         .env("BOUNCEWATCH_API_TOKEN", "api-secret")
+        .env("MAILJET_API_KEY", "mj-key-1")
+        .env("MAILJET_API_SECRET", "mj-secret-1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The Mailjet key that will be used, from MAILJET_API_KEY; its secret masked.
+    assert!(stdout.contains("api_key = \"mj-key-1\""), "{stdout}");
+    assert!(!stdout.contains("mj-secret-1"), "{stdout}");
     assert!(
         out.status.success(),
         "{stdout}\n{}",

@@ -227,8 +227,13 @@ impl Config {
             }
         }
         c.metrics.mask_headers(MASK);
-        // The port that will be used, not 0 for "the usual one".
+        // The port that will be used, not 0 for "the usual one"; the Mailjet key that will be
+        // used, from MAILJET_API_KEY if the file has none (its secret stays masked).
         c.email.smtp_port = c.email.port();
+        if let Some((key, _)) = self.mailjet.credentials() {
+            c.mailjet.api_key = key;
+            c.mailjet.api_secret = MASK.to_string();
+        }
         c
     }
 
@@ -309,6 +314,11 @@ fn env_value(text: &str, default: &toml::Value) -> Result<toml::Value, String> {
             .parse()
             .map(toml::Value::Integer)
             .map_err(|_| format!("`{text}` is not an integer")),
+        toml::Value::Float(_) => text
+            .trim()
+            .parse()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("`{text}` is not a number (e.g. 0.95)")),
         // A list is written comma-separated: BOUNCEWATCH_WINDOWS_WINDOWS=5m,1h,24h
         toml::Value::Array(_) => Ok(toml::Value::Array(
             text.split(',')
@@ -387,6 +397,35 @@ mod tests {
         std::fs::write(&path, "[webhook]\npasword = \"x\"\n").unwrap();
         let e = Config::load(Some(&path), &env(&[])).unwrap_err();
         assert!(e.to_string().contains("pasword"), "{e}");
+    }
+
+    /// Every kind of key reads from the environment: a decimal (`alerts.confidence`) too, and
+    /// TLS files that cannot be read are caught by check-config, not only at start.
+    #[test]
+    fn decimals_read_from_the_environment_and_tls_files_must_exist() {
+        let c = Config::load(None, &env(&[("BOUNCEWATCH_ALERTS_CONFIDENCE", "0.9")]))
+            .unwrap()
+            .config;
+        assert_eq!(c.alerts.confidence, 0.9);
+        let e = Config::load(None, &env(&[("BOUNCEWATCH_ALERTS_CONFIDENCE", "high")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BOUNCEWATCH_ALERTS_CONFIDENCE"), "{e}");
+
+        let c = Config::load(
+            None,
+            &env(&[
+                ("BOUNCEWATCH_TLS_CERT", "/nonexistent/cert.pem"),
+                ("BOUNCEWATCH_TLS_KEY", "/nonexistent/key.pem"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("tls.cert") && e.contains("/nonexistent/cert.pem"),
+            "{e}"
+        );
     }
 
     /// A value that does not read (a size, a duration, a number written as text) names its key,

@@ -36,6 +36,17 @@ impl TlsConfig {
                 message: "set both tls.cert and tls.key, or neither for plain HTTP".into(),
             });
         }
+        // So that check-config catches a wrong path, not only the start.
+        for (key, path) in [("tls.cert", &self.cert), ("tls.key", &self.key)] {
+            if !path.as_os_str().is_empty()
+                && let Err(e) = std::fs::File::open(path)
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("cannot read {}: {e}", path.display()),
+                });
+            }
+        }
         Ok(())
     }
 }
