@@ -355,6 +355,7 @@ async fn every_dashboard_panel_shows_data_after_traffic() {
     let (vm, _server) = store_with_traffic().await;
     let promql = |expr: &str| {
         expr.replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
             .replace("$provider", ".*")
             .replace("$campaign", "101")
     };
