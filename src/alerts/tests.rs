@@ -441,18 +441,39 @@ fn a_silence_that_ends_while_firing_announces_the_alert() {
     assert!(out.is_empty(), "announced once");
 
     // Another incident that fires and clears under a silence: nothing, resolution included.
-    let mut e = engine(vec![default_rule("no-events")]);
-    e.evaluate_silenced(NOW, &w, silent(NOW), all);
     let back = |at: i64| HealthSample {
         at,
         last_event_ms: at * 1000,
         events_24h: 5000,
         ..Default::default()
     };
+    let mut e = engine(vec![default_rule("no-events")]);
+    e.evaluate_silenced(NOW, &w, silent(NOW), all);
+    let mut resolved_at = None;
     for step in 1..10 {
         let at = NOW + step * 60;
-        let silence = if step < 5 { all } else { none };
-        let (out, _) = e.evaluate_silenced(at, &w, back(at), silence);
+        let (out, _) = e.evaluate_silenced(at, &w, back(at), all);
         assert!(out.is_empty(), "step {step}: {out:?}");
+        let firing: u64 = e.firing_counts().iter().map(|&(_, _, n)| n).sum();
+        if firing == 0 && resolved_at.is_none() {
+            resolved_at = Some(step);
+        }
+    }
+    let resolved_at = resolved_at.expect("it resolved under the silence");
+
+    // The same incident, with the silence ending at the very evaluation that resolves it:
+    // there is no chance to announce it first, and the resolution of what nobody was told
+    // about is not sent either.
+    let mut e = engine(vec![default_rule("no-events")]);
+    e.evaluate_silenced(NOW, &w, silent(NOW), all);
+    for step in 1..10 {
+        let at = NOW + step * 60;
+        let silence = if step < resolved_at { all } else { none };
+        let (out, held) = e.evaluate_silenced(at, &w, back(at), silence);
+        assert!(out.is_empty(), "step {step}: {out:?}");
+        assert!(
+            step < resolved_at || held.is_empty(),
+            "step {step}: not silenced, not sent"
+        );
     }
 }
