@@ -70,10 +70,21 @@ async fn each_data_dir_has_its_own_instance_id_and_keeps_it() {
     assert_eq!(instance_id(&fixed.get_text("/metrics").await), "replica-7");
 }
 
+/// New series are held at 0 for `metrics.new_series_delay` (10 s here), so that a store sees
+/// them start at 0. Events replayed after `kill -9` are not held again: their series may be in
+/// the store at their count already, and a drop to 0 would read as a reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_counters_survive_kill9_without_reset_or_double_count() {
-    let server =
-        Server::start_with(Options::default().env("BOUNCEWATCH_METRICS_TOP_CAMPAIGNS", "1"));
+    let options = |dir: Option<&std::path::Path>| {
+        let o = Options::default()
+            .env("BOUNCEWATCH_METRICS_TOP_CAMPAIGNS", "1")
+            .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", "10s");
+        match dir {
+            Some(dir) => o.data_dir(dir),
+            None => o,
+        }
+    };
+    let server = Server::start_with(options(None));
     let t = now();
     let batch = |first: u64| {
         let events: Vec<String> = (0..30)
@@ -87,9 +98,28 @@ async fn event_counters_survive_kill9_without_reset_or_double_count() {
             .collect();
         format!("[{}]", events.join(","))
     };
+    let posted = Instant::now();
     assert_eq!(server.post("/webhooks/mailjet", batch(1)).await.0, 200);
     wait_counted(&server, 30.0).await;
-    let before = event_series(&server.get_text("/metrics").await);
+    let held = event_series(&server.get_text("/metrics").await);
+    if posted.elapsed() < Duration::from_secs(9) {
+        assert_eq!(
+            held,
+            vec![
+                r#"bouncewatch_events_total{campaign="300",event="sent",provider="google"} 0"#,
+                r#"bouncewatch_events_total{campaign="other",event="sent",provider="google"} 0"#,
+            ]
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let now = event_series(&server.get_text("/metrics").await);
+        if !now.iter().any(|l| l.ends_with(" 0")) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still held: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let last_event = server
         .metric("bouncewatch_receiver_last_event_timestamp_seconds")
         .await;
@@ -105,11 +135,7 @@ async fn event_counters_survive_kill9_without_reset_or_double_count() {
     // from the start and must arrive at the same counters, not at zero, not at double.
     let dir = server.data_dir.clone();
     let tmp = server.kill9();
-    let server = Server::start_with(
-        Options::default()
-            .data_dir(&dir)
-            .env("BOUNCEWATCH_METRICS_TOP_CAMPAIGNS", "1"),
-    );
+    let server = Server::start_with(options(Some(&dir)));
     wait_counted(&server, 30.0).await;
     assert_eq!(event_series(&server.get_text("/metrics").await), before);
     let remembered = server
@@ -123,11 +149,7 @@ async fn event_counters_survive_kill9_without_reset_or_double_count() {
     // After a clean stop (which saves a snapshot) the counters carry on from there.
     let mut server = server;
     server.terminate();
-    let server = Server::start_with(
-        Options::default()
-            .data_dir(&dir)
-            .env("BOUNCEWATCH_METRICS_TOP_CAMPAIGNS", "1"),
-    );
+    let server = Server::start_with(options(Some(&dir)));
     assert_eq!(event_series(&server.get_text("/metrics").await), before);
     assert_eq!(server.post("/webhooks/mailjet", batch(100)).await.0, 200);
     wait_counted(&server, 60.0).await;

@@ -13,8 +13,15 @@
 //!
 //! The counts are restored from the pipeline's snapshot, so a restart does not reset them
 //! either. The most series this can export is `events × providers × (2N + 1)`.
+//!
+//! - A new series is exported as 0 for a while before its count ([`CampaignCounters::hold`],
+//!   `metrics.new_series_delay`). A Prometheus-style store never counts a series' first sample
+//!   in `increase()`, so a series that first appeared at its count lost those events: a
+//!   campaign's first bounce at a provider, all of its first minute. Seen at 0 first, the whole
+//!   count is an increase.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +51,10 @@ struct Slot {
     state: SlotState,
     /// `[provider][kind]`, cumulative.
     counts: Vec<[u64; KINDS]>,
+    /// Series of this slot that began in this process, exported as 0 until the instant given.
+    /// Rarely more than a few; expired ones are dropped at the next re-ranking.
+    #[serde(skip)]
+    held: Vec<(Provider, EventKind, Instant)>,
 }
 
 impl Slot {
@@ -52,7 +63,18 @@ impl Slot {
             campaign: None,
             state: SlotState::Free,
             counts: vec![[0; KINDS]; PROVIDERS],
+            held: Vec::new(),
         }
+    }
+
+    /// The value to export for `(provider, kind)` at `now`.
+    fn exported(&self, provider: Provider, kind: EventKind, now: Instant) -> u64 {
+        let n = self.counts[provider as usize][kind.index()];
+        let held = self
+            .held
+            .iter()
+            .any(|&(p, k, until)| p == provider && k == kind && now < until);
+        if held { 0 } else { n }
     }
 }
 
@@ -67,21 +89,40 @@ pub struct CampaignCounters {
     index: HashMap<CampaignKey, usize, foldhash::fast::RandomState>,
     /// Bumped by every re-ranking, to find the longest-retired slot.
     generation: u64,
+    /// How long a new series is exported as 0 (`metrics.new_series_delay`).
+    #[serde(skip)]
+    hold: Duration,
+    /// Events received before this (Unix ms) are replayed from the journal after a restart: a
+    /// series they begin may already be in the store from before, at its count, and must not
+    /// drop to 0 (which a store reads as a reset, and counts again).
+    #[serde(skip)]
+    fresh_from_ms: i64,
 }
 
 /// One exported series: `(event, provider, campaign label, value)`.
 pub type Sample<'a> = (EventKind, Provider, &'a str, u64);
 
 impl CampaignCounters {
-    pub fn new(top_n: usize) -> CampaignCounters {
+    /// `hold`: how long a series that begins with an event received from now on is exported
+    /// as 0 before its count.
+    pub fn new(top_n: usize, hold: Duration) -> CampaignCounters {
         let mut c = CampaignCounters {
             top_n,
             slots: Vec::new(),
             index: HashMap::default(),
             generation: 0,
+            hold,
+            fresh_from_ms: crate::journal::now_ms(),
         };
         c.resize(top_n);
         c
+    }
+
+    /// Counters restored from a snapshot take the hold of the running process from `running`.
+    pub fn hold_like(mut self, running: &CampaignCounters) -> CampaignCounters {
+        self.hold = running.hold;
+        self.fresh_from_ms = running.fresh_from_ms;
+        self
     }
 
     /// Takes counters back from a snapshot, under the current `top_n`. A smaller N retires the
@@ -168,21 +209,47 @@ impl CampaignCounters {
         self.top_n
     }
 
-    /// Counts one event.
-    pub fn count(&mut self, kind: EventKind, provider: Provider, campaign: &CampaignKey) {
+    /// Counts one event, received at `received_at_ms`.
+    pub fn count(
+        &mut self,
+        kind: EventKind,
+        provider: Provider,
+        campaign: &CampaignKey,
+        received_at_ms: i64,
+    ) {
+        self.count_at(kind, provider, campaign, received_at_ms, Instant::now());
+    }
+
+    fn count_at(
+        &mut self,
+        kind: EventKind,
+        provider: Provider,
+        campaign: &CampaignKey,
+        received_at_ms: i64,
+        now: Instant,
+    ) {
         let slot = match self.index.get(campaign) {
             Some(&i) if self.slots[i].state == SlotState::Top => i,
             Some(_) => 0,
             None if self.top_len() < self.top_n => self.admit(campaign.clone()),
             None => 0,
         };
-        self.slots[slot].counts[provider as usize][kind.index()] += 1;
+        let slot = &mut self.slots[slot];
+        let n = &mut slot.counts[provider as usize][kind.index()];
+        if *n == 0 && !self.hold.is_zero() && received_at_ms >= self.fresh_from_ms {
+            slot.held.push((provider, kind, now + self.hold));
+        }
+        *n += 1;
     }
 
     /// Sets the top N to `ranked` (best first; only the first N count). Members that left are
     /// frozen, newcomers get a slot (their own old one if they were retired).
     pub fn rerank(&mut self, ranked: Vec<CampaignKey>) {
         self.generation += 1;
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            slot.held.retain(|&(_, _, until)| now < until);
+        }
         let wanted: HashMap<&CampaignKey, (), foldhash::fast::RandomState> =
             ranked.iter().take(self.top_n).map(|c| (c, ())).collect();
         for slot in self.slots.iter_mut().skip(1) {
@@ -214,8 +281,12 @@ impl CampaignCounters {
             .collect()
     }
 
-    /// Every non-zero counter, for export.
+    /// Every non-zero counter, for export (a new one as 0 while it is held).
     pub fn samples(&self) -> Vec<(EventKind, Provider, String, u64)> {
+        self.samples_at(Instant::now())
+    }
+
+    fn samples_at(&self, now: Instant) -> Vec<(EventKind, Provider, String, u64)> {
         let mut out = Vec::new();
         for slot in &self.slots {
             let label = match (&slot.campaign, slot.state) {
@@ -225,8 +296,8 @@ impl CampaignCounters {
             };
             for provider in Provider::ALL {
                 for kind in EventKind::ALL {
-                    let n = slot.counts[provider as usize][kind.index()];
-                    if n > 0 {
+                    if slot.counts[provider as usize][kind.index()] > 0 {
+                        let n = slot.exported(provider, kind, now);
                         out.push((kind, provider, label.clone(), n));
                     }
                 }
@@ -307,11 +378,11 @@ mod tests {
 
     #[test]
     fn the_first_n_campaigns_are_labelled_and_the_rest_roll_up() {
-        let mut c = CampaignCounters::new(2);
+        let mut c = CampaignCounters::new(2, Duration::ZERO);
         for n in 1..=3 {
-            c.count(EventKind::Sent, Provider::Google, &id(n));
+            c.count(EventKind::Sent, Provider::Google, &id(n), 0);
         }
-        c.count(EventKind::Bounce, Provider::Google, &id(3));
+        c.count(EventKind::Bounce, Provider::Google, &id(3), 0);
         let s = series(&c);
         assert_eq!(s[&(EventKind::Sent, Provider::Google, "1".into())], 1);
         assert_eq!(s[&(EventKind::Sent, Provider::Google, "2".into())], 1);
@@ -322,17 +393,17 @@ mod tests {
 
     #[test]
     fn leaving_the_top_freezes_a_series_and_coming_back_continues_it() {
-        let mut c = CampaignCounters::new(1);
-        c.count(EventKind::Sent, Provider::Yahoo, &id(1));
+        let mut c = CampaignCounters::new(1, Duration::ZERO);
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1), 0);
         c.rerank(vec![id(2)]);
-        c.count(EventKind::Sent, Provider::Yahoo, &id(1));
-        c.count(EventKind::Sent, Provider::Yahoo, &id(2));
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1), 0);
+        c.count(EventKind::Sent, Provider::Yahoo, &id(2), 0);
         let s = series(&c);
         assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, "1".into())], 1);
         assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, OTHER.into())], 1);
         assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, "2".into())], 1);
         c.rerank(vec![id(1)]);
-        c.count(EventKind::Sent, Provider::Yahoo, &id(1));
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1), 0);
         assert_eq!(
             series(&c)[&(EventKind::Sent, Provider::Yahoo, "1".into())],
             2
@@ -341,20 +412,21 @@ mod tests {
 
     #[test]
     fn a_snapshot_round_trip_keeps_every_counter_and_membership() {
-        let mut c = CampaignCounters::new(2);
+        let mut c = CampaignCounters::new(2, Duration::ZERO);
         c.count(
             EventKind::Spam,
             Provider::Microsoft,
             &CampaignKey::Name("promo".into()),
+            0,
         );
-        c.count(EventKind::Sent, Provider::Other, &id(7));
+        c.count(EventKind::Sent, Provider::Other, &id(7), 0);
         c.rerank(vec![id(7)]);
         let json = serde_json::to_string(&c).unwrap();
         let back: CampaignCounters = serde_json::from_str(&json).unwrap();
         let mut back = back.restore(2);
         assert_eq!(series(&back), series(&c));
         assert_eq!(back.members(), vec![id(7)]);
-        back.count(EventKind::Sent, Provider::Other, &id(7));
+        back.count(EventKind::Sent, Provider::Other, &id(7), 0);
         assert_eq!(
             series(&back)[&(EventKind::Sent, Provider::Other, "7".into())],
             2
@@ -365,9 +437,9 @@ mod tests {
     /// `null`, like a free slot's, and must not come back as "no campaign".
     #[test]
     fn events_without_a_campaign_keep_their_series_across_a_restart() {
-        let mut c = CampaignCounters::new(2);
-        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None);
-        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None);
+        let mut c = CampaignCounters::new(2, Duration::ZERO);
+        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None, 0);
+        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None, 0);
         let none = (EventKind::Sent, Provider::Gmx, "none".to_string());
         assert_eq!(series(&c)[&none], 2);
         for _ in 0..2 {
@@ -378,8 +450,8 @@ mod tests {
             assert_eq!(series(&c)[&none], 2);
             assert_eq!(c.members(), vec![CampaignKey::None]);
         }
-        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None);
-        c.count(EventKind::Sent, Provider::Gmx, &id(5));
+        c.count(EventKind::Sent, Provider::Gmx, &CampaignKey::None, 0);
+        c.count(EventKind::Sent, Provider::Gmx, &id(5), 0);
         let s = series(&c);
         assert_eq!(s[&none], 3);
         assert_eq!(s[&(EventKind::Sent, Provider::Gmx, "5".into())], 1);
@@ -390,17 +462,19 @@ mod tests {
     /// other.
     #[test]
     fn an_id_and_a_name_alike_are_two_series() {
-        let mut c = CampaignCounters::new(3);
-        c.count(EventKind::Sent, Provider::Google, &id(42));
+        let mut c = CampaignCounters::new(3, Duration::ZERO);
+        c.count(EventKind::Sent, Provider::Google, &id(42), 0);
         c.count(
             EventKind::Sent,
             Provider::Google,
             &CampaignKey::Name("42".into()),
+            0,
         );
         c.count(
             EventKind::Sent,
             Provider::Google,
             &CampaignKey::Name("42".into()),
+            0,
         );
         let s = series(&c);
         assert_eq!(s[&(EventKind::Sent, Provider::Google, "42".into())], 1);
@@ -410,10 +484,10 @@ mod tests {
     /// A snapshot from before the fix, with the key in two slots: one series, summed.
     #[test]
     fn two_slots_without_a_campaign_in_an_old_snapshot_merge() {
-        let mut c = CampaignCounters::new(3);
-        c.count(EventKind::Sent, Provider::Gmx, &id(1));
-        c.count(EventKind::Sent, Provider::Gmx, &id(2));
-        c.count(EventKind::Sent, Provider::Gmx, &id(2));
+        let mut c = CampaignCounters::new(3, Duration::ZERO);
+        c.count(EventKind::Sent, Provider::Gmx, &id(1), 0);
+        c.count(EventKind::Sent, Provider::Gmx, &id(2), 0);
+        c.count(EventKind::Sent, Provider::Gmx, &id(2), 0);
         let mut json: serde_json::Value = serde_json::to_value(&c).unwrap();
         for slot in json["slots"].as_array_mut().unwrap().iter_mut().skip(1) {
             slot["campaign"] = serde_json::Value::Null;
@@ -432,7 +506,7 @@ mod tests {
     #[test]
     fn a_hundred_thousand_campaigns_stay_bounded_and_never_reset() {
         const N: usize = 50;
-        let mut c = CampaignCounters::new(N);
+        let mut c = CampaignCounters::new(N, Duration::ZERO);
         let mut previous = series(&c);
         let mut total = 0u64;
         for round in 0..20u64 {
@@ -441,7 +515,7 @@ mod tests {
                 let weight = if (n + round * 37) % 1000 < 3 { 3 } else { 1 };
                 for _ in 0..weight {
                     let provider = Provider::ALL[(n % 15) as usize];
-                    c.count(EventKind::Sent, provider, &id(n));
+                    c.count(EventKind::Sent, provider, &id(n), 0);
                     total += 1;
                 }
             }
@@ -470,11 +544,72 @@ mod tests {
         assert!(other > total / 2, "most events roll up into other");
     }
 
+    /// A series that begins is exported as 0 for the hold, then at its count, so a store sees
+    /// it start at 0; a series already exported keeps showing its count as it grows.
+    #[test]
+    fn a_new_series_is_exported_as_zero_until_its_hold_ends() {
+        let hold = Duration::from_secs(120);
+        let mut c = CampaignCounters::new(2, hold);
+        let received = crate::journal::now_ms();
+        let sent = (EventKind::Sent, Provider::Google, "7".to_string());
+        let bounce = (EventKind::Bounce, Provider::Google, "7".to_string());
+        let at = |c: &CampaignCounters, now: Instant| -> BTreeMap<_, _> {
+            c.samples_at(now)
+                .into_iter()
+                .map(|(k, p, l, n)| ((k, p, l), n))
+                .collect()
+        };
+        let start = Instant::now();
+        for _ in 0..150 {
+            c.count_at(EventKind::Sent, Provider::Google, &id(7), received, start);
+        }
+        assert_eq!(at(&c, start)[&sent], 0, "held: exported, at 0");
+        assert_eq!(at(&c, start + hold - Duration::from_millis(1))[&sent], 0);
+        assert_eq!(at(&c, start + hold)[&sent], 150);
+        // The sent series has been exported; the campaign's first bounce is a new series.
+        let later = start + hold + Duration::from_secs(1);
+        c.count_at(EventKind::Bounce, Provider::Google, &id(7), received, later);
+        c.count_at(EventKind::Sent, Provider::Google, &id(7), received, later);
+        let s = at(&c, later);
+        assert_eq!(s[&bounce], 0);
+        assert_eq!(s[&sent], 151);
+        assert_eq!(at(&c, later + hold)[&bounce], 1);
+    }
+
+    /// After a restart the journal is replayed from the snapshot's checkpoint. A series those
+    /// events begin may be in the store already at its count; held at 0 it would read as a
+    /// reset and be counted twice. Events received since the start are held as usual.
+    #[test]
+    fn replayed_events_are_exported_at_once_and_restored_series_are_not_held() {
+        let hold = Duration::from_secs(120);
+        let mut before = CampaignCounters::new(2, Duration::ZERO);
+        before.count(EventKind::Sent, Provider::Yahoo, &id(1), 0);
+        let json = serde_json::to_string(&before).unwrap();
+        let running = CampaignCounters::new(2, hold);
+        let mut c = serde_json::from_str::<CampaignCounters>(&json)
+            .unwrap()
+            .restore(2)
+            .hold_like(&running);
+        let replayed = running.fresh_from_ms - 1;
+        c.count(EventKind::Sent, Provider::Yahoo, &id(1), replayed);
+        c.count(EventKind::Open, Provider::Yahoo, &id(1), replayed);
+        c.count(
+            EventKind::Click,
+            Provider::Yahoo,
+            &id(1),
+            running.fresh_from_ms,
+        );
+        let s = series(&c);
+        assert_eq!(s[&(EventKind::Sent, Provider::Yahoo, "1".into())], 2);
+        assert_eq!(s[&(EventKind::Open, Provider::Yahoo, "1".into())], 1);
+        assert_eq!(s[&(EventKind::Click, Provider::Yahoo, "1".into())], 0);
+    }
+
     #[test]
     fn a_smaller_n_after_restart_shrinks_the_slots() {
-        let mut c = CampaignCounters::new(3);
+        let mut c = CampaignCounters::new(3, Duration::ZERO);
         for n in 1..=3 {
-            c.count(EventKind::Sent, Provider::Google, &id(n));
+            c.count(EventKind::Sent, Provider::Google, &id(n), 0);
         }
         let c = c.restore(1);
         assert_eq!(c.members().len(), 1);

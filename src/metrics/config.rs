@@ -30,6 +30,12 @@ pub struct MetricsConfig {
     /// Campaigns with their own `campaign` label on `bouncewatch_events_total`, by volume over
     /// the last hour; the rest count as `campaign="other"`.
     pub top_campaigns: usize,
+    /// How long a new `bouncewatch_events_total` series (a campaign, provider and event type
+    /// seen for the first time) is exported as 0 before its count. A store that scrapes
+    /// `/metrics` or receives the OTLP push at least this often then sees the series begin at
+    /// 0, and `increase()` counts its first events; Prometheus never counts a series' first
+    /// sample. `0s` exports counts at once.
+    pub new_series_delay: DurationText,
 }
 
 impl Default for MetricsConfig {
@@ -42,6 +48,7 @@ impl Default for MetricsConfig {
             resource_attributes: Vec::new(),
             instance_id: String::new(),
             top_campaigns: 50,
+            new_series_delay: DurationText::from_secs(120),
         }
     }
 }
@@ -75,6 +82,18 @@ impl MetricsConfig {
                 message: "must be longer than zero; write e.g. \"30s\"".into(),
             });
         }
+        let delay = self.new_series_delay.0;
+        // With the endpoint from `OTEL_*` variables, `Metrics` warns at start instead.
+        if !self.otlp_endpoint.is_empty() && !delay.is_zero() && delay < self.otlp_interval.0 {
+            return Err(ConfigError::Invalid {
+                key: "metrics.new_series_delay",
+                message: format!(
+                    "{} is shorter than metrics.otlp_interval ({}): a new series would reach \
+                     the store at its count, not at 0; make it at least the interval, or 0s",
+                    self.new_series_delay, self.otlp_interval
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -93,4 +112,31 @@ pub(crate) fn split_pair(kv: &str) -> Option<(&str, &str)> {
     let (k, v) = kv.split_once('=')?;
     let k = k.trim();
     (!k.is_empty()).then_some((k, v.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delay shorter than the push interval would let a new series reach the store at its
+    /// count; with no endpoint configured there is no interval to compare with.
+    #[test]
+    fn new_series_delay_is_at_least_the_push_interval() {
+        let mut c = MetricsConfig {
+            otlp_endpoint: "http://127.0.0.1:8428/opentelemetry/v1/metrics".into(),
+            otlp_interval: DurationText::from_secs(60),
+            new_series_delay: DurationText::from_secs(30),
+            ..MetricsConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("metrics.new_series_delay"), "{err}");
+        c.new_series_delay = DurationText::from_secs(60);
+        c.validate().unwrap();
+        c.new_series_delay = DurationText::from_secs(0);
+        c.validate().unwrap();
+        c.new_series_delay = DurationText::from_secs(30);
+        c.otlp_endpoint.clear();
+        c.validate().unwrap();
+        MetricsConfig::default().validate().unwrap();
+    }
 }

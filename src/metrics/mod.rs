@@ -219,10 +219,28 @@ impl Metrics {
         if let Some(exporter) = exporter {
             let mut reader = PeriodicReader::builder(exporter);
             let default_interval = MetricsConfig::default().otlp_interval;
-            if config.otlp_interval != default_interval
-                || std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL").is_none()
-            {
-                reader = reader.with_interval(config.otlp_interval.0);
+            let from_env = std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_millis);
+            let interval = match from_env {
+                Some(interval) if config.otlp_interval == default_interval => interval,
+                _ => {
+                    reader = reader.with_interval(config.otlp_interval.0);
+                    config.otlp_interval.0
+                }
+            };
+            let delay = config.new_series_delay.0;
+            if !delay.is_zero() && interval > delay {
+                // `validate` refuses this when the endpoint is in the config; from `OTEL_*`
+                // variables it is only seen here.
+                tracing::warn!(
+                    interval_ms = interval.as_millis() as u64,
+                    new_series_delay = %config.new_series_delay,
+                    "the OTLP push interval is longer than metrics.new_series_delay: new series \
+                     of bouncewatch_events_total may reach the store at their count, and \
+                     increase() will miss their first events"
+                );
             }
             builder = builder.with_reader(reader.build());
         }
@@ -230,7 +248,10 @@ impl Metrics {
         let meter = provider.meter("bouncewatch");
         let state = Arc::new(State {
             counters: Counters::default(),
-            campaigns: Mutex::new(CampaignCounters::new(config.top_campaigns)),
+            campaigns: Mutex::new(CampaignCounters::new(
+                config.top_campaigns,
+                config.new_series_delay.0,
+            )),
             delays: Mutex::new(RecentDelays::default()),
             firing: Mutex::new(Vec::new()),
             notifications: Mutex::new(std::collections::BTreeMap::new()),

@@ -81,7 +81,7 @@ impl Pipeline {
         if let Some(saved) = restored.campaigns {
             let mut campaigns = metrics.campaigns();
             let top_n = campaigns.top_n();
-            *campaigns = saved.restore(top_n);
+            *campaigns = saved.restore(top_n).hold_like(&campaigns);
         }
         tracing::info!(
             seq = restored.seq,
@@ -234,18 +234,23 @@ impl Runner {
                     unsaved_learned.push(learned);
                 }
                 let provider = classifier.classify(&event.email);
-                classified.push((event, provider, CampaignKey::of(event)));
+                classified.push((
+                    event,
+                    provider,
+                    CampaignKey::of(event),
+                    tailed.received_at_ms,
+                ));
             }
             metrics.event_delays(&delays);
             // The windows lock is taken before the campaign counters' lock, as in `save`.
             let mut windows = shared.windows.lock().unwrap_or_else(|p| p.into_inner());
             {
                 let mut campaigns = metrics.campaigns();
-                for (event, provider, campaign) in &classified {
-                    campaigns.count(event.kind, *provider, campaign);
+                for (event, provider, campaign, received_at_ms) in &classified {
+                    campaigns.count(event.kind, *provider, campaign, *received_at_ms);
                 }
             }
-            for (event, provider, campaign) in &classified {
+            for (event, provider, campaign, _) in &classified {
                 windows.record_in(event, campaign, *provider, now);
             }
             shared.seq.store(last, Ordering::Release);
