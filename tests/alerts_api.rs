@@ -133,3 +133,64 @@ async fn silences_suppress_notifications_and_the_api_shows_alerts() {
     assert_eq!(client().delete(&url).send().await.unwrap().status(), 404);
     assert_eq!(server.get_json("/api/v1/silences").await, json!([]));
 }
+
+/// The webhook rules count what the process saw, and a new process starts its counters at 0.
+/// Their history is stored with the alert state: a quarantined body keeps its alert firing
+/// through a `kill -9`, and a 413 answered just before a clean stop, after the last
+/// evaluation, fires in the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_alerts_survive_restarts() {
+    let options = |interval: &str, dir: Option<&std::path::Path>| {
+        let o = Options::default()
+            .env("BOUNCEWATCH_ALERTS_INTERVAL", interval)
+            .env("BOUNCEWATCH_SERVER_MAX_BODY", "64KiB");
+        match dir {
+            Some(dir) => o.data_dir(dir),
+            None => o,
+        }
+    };
+    let firing = async |server: &Server, rule: &str| {
+        let page = server.get_json("/api/v1/alerts").await;
+        page["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == rule && a["state"]["phase"] == "firing")
+    };
+    let resolved = async |server: &Server, rule: &str| {
+        let page = server.get_json("/api/v1/alerts").await;
+        page["recent"].as_array().unwrap().iter().any(|r| {
+            r["notification"]["rule"] == rule
+                && r["notification"]["notice"].get("resolved").is_some()
+        })
+    };
+
+    let server = Server::start_with(options("1s", None));
+    let dir = server.data_dir.clone();
+
+    assert_eq!(server.post("/webhooks/mailjet", "not json").await.0, 200);
+    eventually("webhook-quarantined firing", WAIT, async || {
+        firing(&server, "webhook-quarantined").await
+    })
+    .await;
+    let tmp = server.kill9();
+
+    // One evaluation at start, then none for an hour.
+    let mut server = Server::start_with(options("1h", Some(&dir)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(firing(&server, "webhook-quarantined").await);
+    assert!(!resolved(&server, "webhook-quarantined").await);
+    let big = vec![b' '; 100 << 10];
+    assert_eq!(server.post("/webhooks/mailjet", big).await.0, 413);
+    assert!(server.terminate().success());
+
+    let server = Server::start_with(options("1s", Some(&dir)));
+    eventually("webhook-body-too-large firing", WAIT, async || {
+        firing(&server, "webhook-body-too-large").await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(firing(&server, "webhook-quarantined").await);
+    assert!(!resolved(&server, "webhook-quarantined").await);
+    drop(tmp);
+}

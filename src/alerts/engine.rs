@@ -88,6 +88,18 @@ impl Engine {
         }
     }
 
+    /// Puts back the health samples a previous run stored, before the first evaluation.
+    pub fn restore_health(&mut self, samples: Vec<HealthSample>) {
+        for sample in samples {
+            self.health.push(sample);
+        }
+    }
+
+    /// The health sample of the last evaluation, to store.
+    pub fn latest_health(&self) -> Option<&HealthSample> {
+        self.health.latest()
+    }
+
     /// Every pending or firing alert, to store.
     pub fn alerts(&self) -> Vec<StoredAlert> {
         let mut out: Vec<StoredAlert> = self

@@ -2,14 +2,17 @@
 //!
 //! The counters are cumulative (like Prometheus counters), so a rule over "the last 10
 //! minutes" subtracts the sample taken 10 minutes ago from the latest. The history keeps a day
-//! of samples; the clock is the engine's, so a backtest can feed samples of its own.
+//! of samples; the clock is the engine's, so a backtest can feed samples of its own. The
+//! samples are stored with the alert state, so a restart neither resolves an alert on a
+//! quarantined body nor forgets one that was about to fire; the new process's counters start
+//! at 0, which [`HealthHistory::increase`] reads as a reset.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
 /// How long samples are kept: the longest window a webhook rule can use.
-const KEEP_SECS: i64 = 24 * 3600;
+pub const KEEP_SECS: i64 = 24 * 3600;
 
 /// One reading of the receiver's counters and gauges.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,16 +68,32 @@ impl HealthHistory {
     }
 
     /// How much a counter grew over the last `window_secs`: from the sample at the window's
-    /// start (or the oldest one, while the history is shorter) to the latest.
+    /// start (or the oldest one, while the history is shorter) to the latest. The counters are
+    /// the process's own, and start at 0 again after a restart: as in Prometheus, a value below
+    /// the one before is a reset, and counts in full.
     pub fn increase(&self, window_secs: i64, counter: impl Fn(&HealthSample) -> u64) -> u64 {
         let Some(latest) = self.latest() else {
             return 0;
         };
-        let start = self
-            .at_or_before(latest.at - window_secs)
-            .or(self.samples.front())
-            .map_or(0, &counter);
-        counter(latest).saturating_sub(start)
+        let from = latest.at - window_secs;
+        let start = self.samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
+        let mut previous = None;
+        let mut total = 0u64;
+        for sample in self.samples.iter().skip(start) {
+            let now = counter(sample);
+            total += match previous {
+                Some(before) if now >= before => now - before,
+                Some(_) => now,
+                None => 0,
+            };
+            previous = Some(now);
+        }
+        total
+    }
+
+    /// The samples, oldest first, to store.
+    pub fn samples(&self) -> impl Iterator<Item = &HealthSample> {
+        self.samples.iter()
     }
 }
 
@@ -99,6 +118,27 @@ mod tests {
             "from the oldest"
         );
         assert_eq!(h.at_or_before(1000 + 90).unwrap().at, 1060);
+    }
+
+    /// A restart puts the counters back to 0: the growth before it still counts, and so does
+    /// the growth after it.
+    #[test]
+    fn increase_counts_across_a_reset() {
+        let mut h = HealthHistory::default();
+        for (at, quarantined) in [(0, 0), (60, 0), (120, 1), (180, 1), (240, 0), (300, 2)] {
+            h.push(HealthSample {
+                at,
+                quarantined,
+                ..Default::default()
+            });
+        }
+        assert_eq!(h.increase(600, |s| s.quarantined), 3);
+        assert_eq!(
+            h.increase(150, |s| s.quarantined),
+            2,
+            "from the sample at 120"
+        );
+        assert_eq!(h.increase(60, |s| s.quarantined), 2);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::Engine;
+use super::health::KEEP_SECS;
 use crate::metrics::Metrics;
 use crate::notify::Channels;
 use crate::notify::outbox::Outbox;
@@ -43,6 +44,10 @@ impl AlertLoop {
                 parts.engine.restore(alerts);
             }
             Err(e) => tracing::error!(error = %e, "cannot read the stored alert state"),
+        }
+        match parts.outbox.load_health() {
+            Ok(samples) => parts.engine.restore_health(samples),
+            Err(e) => tracing::error!(error = %e, "cannot read the stored health samples"),
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -118,7 +123,8 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
         for (channel, n) in &rows {
             tracing::info!(rule = %n.rule, notice = ?n.notice, channel = %channel, alerts = n.alerts.len() + n.more, "alert notification queued");
         }
-        match p.outbox.commit(&p.engine.alerts(), &rows, now_ms) {
+        let health = p.engine.latest_health().map(|s| (s, KEEP_SECS));
+        match p.outbox.commit(&p.engine.alerts(), health, &rows, now_ms) {
             Ok(()) if !rows.is_empty() => p.wake.notify_one(),
             Ok(()) => {}
             Err(e) => {
@@ -127,5 +133,11 @@ fn run(mut p: Parts, stop: Arc<AtomicBool>) {
             }
         }
         std::thread::park_timeout(p.interval);
+    }
+    // What happened since the last evaluation (a body quarantined a moment before the stop) is
+    // judged by the next run, from this sample.
+    let last = p.metrics.health_sample(crate::journal::now_ms() / 1000);
+    if let Err(e) = p.outbox.save_health(&last, KEEP_SECS) {
+        tracing::error!(error = %e, "cannot store the last health sample");
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::silence::Silence;
-use crate::alerts::{Notification, StoredAlert};
+use crate::alerts::{HealthSample, Notification, StoredAlert};
 
 /// How long delivered or given-up notifications and ended silences are kept, for
 /// `GET /api/v1/alerts` and inspection; older ones are deleted as new ones are written.
@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS silences (
     id         INTEGER PRIMARY KEY,
     silence    TEXT NOT NULL,
     until_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    sample TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS slack_messages (
     rule    TEXT NOT NULL,
@@ -97,15 +102,59 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Replaces the stored alert state and queues `notifications` on their channels, in one
-    /// transaction.
+    /// The receiver's health samples of the last day, oldest first, for the webhook rules.
+    pub fn load_health(&self) -> rusqlite::Result<Vec<HealthSample>> {
+        let mut stmt = self.conn.prepare("SELECT sample FROM health ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            match serde_json::from_str(&row?) {
+                Ok(s) => out.push(s),
+                Err(e) => tracing::warn!(error = %e, "unreadable health sample skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a health sample, and forgets those older than `keep_secs` before it.
+    pub fn save_health(&mut self, sample: &HealthSample, keep_secs: i64) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::put_health(&tx, sample, keep_secs)?;
+        tx.commit()
+    }
+
+    fn put_health(
+        tx: &rusqlite::Transaction,
+        sample: &HealthSample,
+        keep_secs: i64,
+    ) -> rusqlite::Result<()> {
+        let json = serde_json::to_string(sample).map_err(to_sql_err)?;
+        tx.execute(
+            // Not keyed by time: a process that stops and one that starts within the same
+            // second both leave a sample, in order.
+            "INSERT INTO health (at, sample) VALUES (?1, ?2)",
+            params![sample.at, json],
+        )?;
+        tx.execute(
+            "DELETE FROM health WHERE at < ?1",
+            params![sample.at - keep_secs],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces the stored alert state, stores the health sample it was judged on, and queues
+    /// `notifications` on their channels, in one transaction.
     pub fn commit(
         &mut self,
         alerts: &[StoredAlert],
+        health: Option<(&HealthSample, i64)>,
         notifications: &[(String, Notification)],
         now_ms: i64,
     ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
+        if let Some((sample, keep_secs)) = health {
+            Self::put_health(&tx, sample, keep_secs)?;
+        }
         tx.execute("DELETE FROM alert_state", [])?;
         {
             let mut insert = tx
@@ -376,11 +425,11 @@ mod tests {
             ("log".to_string(), notification()),
             ("email".to_string(), notification()),
         ];
-        outbox.commit(&[], &rows, 1_000).unwrap();
+        outbox.commit(&[], None, &rows, 1_000).unwrap();
         let due = outbox.due(1_000, 10).unwrap();
         outbox.delivered(due[0].id, 1_001).unwrap();
         // The email row is still pending; the log row delivered.
-        outbox.commit(&[], &[], 1_000 + KEEP_MS + 1).unwrap();
+        outbox.commit(&[], None, &[], 1_000 + KEEP_MS + 1).unwrap();
         let left = outbox.history(10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].channel, "email", "a pending row is never purged");
