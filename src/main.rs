@@ -308,7 +308,7 @@ async fn run(
         &config.windows,
         &config.providers,
         metrics.clone(),
-        Some(journal.recent()),
+        Some(&journal),
     )?;
 
     // Alerts: the evaluation thread writes the outbox, the notifier task delivers it.

@@ -162,3 +162,55 @@ async fn event_counters_survive_kill9_without_reset_or_double_count() {
     );
     drop(tmp);
 }
+
+/// Retention deletes only events the pipeline's snapshot already holds. After `kill -9` the
+/// pipeline replays the journal from its snapshot: an event deleted before it was in one would
+/// drop out of every count. With a retention of 2 s, the snapshot (every minute otherwise) is
+/// saved as soon as retention waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_deletes_what_a_restart_would_replay() {
+    let options = |dir: Option<&std::path::Path>| {
+        let o = Options::default()
+            .env("BOUNCEWATCH_JOURNAL_RETENTION", "2s")
+            .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", "0s");
+        match dir {
+            Some(dir) => o.data_dir(dir),
+            None => o,
+        }
+    };
+    let server = Server::start_with(options(None));
+    let t = now();
+    let events: Vec<String> = (0..30)
+        .map(|i| {
+            format!(
+                r#"{{"event":"sent","time":{t},"MessageID":{},"email":"r{i}@gmail.com","mj_campaign_id":{}}}"#,
+                9_000 + i,
+                400 + i % 3
+            )
+        })
+        .collect();
+    let body = format!("[{}]", events.join(","));
+    assert_eq!(server.post("/webhooks/mailjet", body).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .metric("bouncewatch_journal_retention_deleted_total")
+        .await
+        < 30.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "retention did not delete the events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = event_series(&server.get_text("/metrics").await);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let dir = server.data_dir.clone();
+    let tmp = server.kill9();
+    let server = Server::start_with(options(Some(&dir)));
+    assert_eq!(event_series(&server.get_text("/metrics").await), before);
+    let stats = server.get_json("/api/v1/stats?window=1day").await;
+    assert_eq!(stats["keys"][0]["counts"]["sent"], 30, "{stats}");
+    drop(tmp);
+}

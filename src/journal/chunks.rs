@@ -4,7 +4,7 @@
 //! has `seq = first_seq + i`. Splitting uses `RawValue`, so each event comes back byte for byte
 //! as Mailjet sent it.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::value::RawValue;
 
 use crate::event::{
@@ -322,6 +322,7 @@ pub fn expired(
     conn: &Connection,
     cutoff_ms: i64,
     max_events: usize,
+    max_seq: i64,
 ) -> rusqlite::Result<Vec<ExpiredChunk>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT first_seq, count, received_at_ms, events FROM chunks ORDER BY first_seq LIMIT ",
@@ -332,7 +333,10 @@ pub fn expired(
     let mut events = 0;
     while let Some(row) = rows.next()? {
         let chunk = ChunkRef::read(row)?;
-        if chunk.received_at_ms >= cutoff_ms || events >= max_events {
+        if chunk.received_at_ms >= cutoff_ms
+            || events >= max_events
+            || chunk.first_seq + chunk.count - 1 > max_seq
+        {
             break;
         }
         let keys = chunk
@@ -382,6 +386,15 @@ pub fn backward(conn: &Connection, below: i64, limit: usize) -> rusqlite::Result
             return Ok(out);
         }
     }
+}
+
+/// Whether the oldest chunk was received before `cutoff_ms`: retention has work waiting.
+pub fn oldest_received_before(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<bool> {
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT received_at_ms FROM chunks ORDER BY first_seq LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(oldest.is_some_and(|ms| ms < cutoff_ms))
 }
 
 /// The events at `seqs`, in the order given. A seq that no longer exists (retention) is skipped.
@@ -515,7 +528,7 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(events, [1, 5]);
-        let expired = expired(&conn, i64::MAX, 100).unwrap();
+        let expired = expired(&conn, i64::MAX, 100, i64::MAX).unwrap();
         let keys: Vec<usize> = expired.iter().map(|c| c.keys.len()).collect();
         assert_eq!(keys, [1, 0, 0, 1], "no keys from the damaged chunks");
         // The query API's reads skip them too.
@@ -634,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_chunks_stop_at_the_cutoff_and_the_event_budget() {
+    fn expired_chunks_stop_at_the_cutoff_the_event_budget_and_the_checkpoint() {
         let (_dir, conn) = crate::journal::test_journal_in_tempdir(&[
             (
                 1,
@@ -651,7 +664,7 @@ mod tests {
             .unwrap();
         }
         let take = |cutoff, max| {
-            expired(&conn, cutoff, max)
+            expired(&conn, cutoff, max, i64::MAX)
                 .unwrap()
                 .into_iter()
                 .map(|c| (c.first_seq, c.count, c.keys))
@@ -670,6 +683,18 @@ mod tests {
         assert_eq!(take(1000, 2), vec![(1, 2, vec![(1, sent)])]);
         assert_eq!(take(1000, 0), vec![]);
         assert_eq!(take(100, 10), vec![]);
+        // Nothing past the pipeline's checkpoint: a chunk goes whole, once all of it is saved.
+        let below = |max_seq| {
+            expired(&conn, 1000, 100, max_seq)
+                .unwrap()
+                .iter()
+                .map(|c| c.first_seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(below(0), Vec::<i64>::new());
+        assert_eq!(below(1), Vec::<i64>::new(), "seq 2 is in the first chunk");
+        assert_eq!(below(3), vec![1, 3]);
+        assert_eq!(below(4), vec![1, 3, 4]);
     }
 
     #[test]

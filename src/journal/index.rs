@@ -65,6 +65,14 @@ pub struct Progress {
     pub indexed: AtomicI64,
     /// Set by `Journal::close`; the indexer finishes its batch and exits.
     pub stop: AtomicBool,
+    /// The highest `seq` the pipeline has saved in its snapshot. Retention deletes no event
+    /// above it: after `kill -9` the pipeline replays the journal from its snapshot, and an
+    /// event deleted before it was in one would drop out of the counts. 0 (nothing) until the
+    /// pipeline starts.
+    pub checkpointed: AtomicI64,
+    /// Set by the writer when retention waits for [`Progress::checkpointed`]: the pipeline
+    /// then saves its snapshot sooner than its minute.
+    pub checkpoint_wanted: AtomicBool,
 }
 
 /// The fields one can look an event up by. Each becomes a 64-bit hash in `lookup.k`; a match is

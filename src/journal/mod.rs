@@ -325,6 +325,11 @@ impl Journal {
         self.recent.clone()
     }
 
+    /// The progress shared with the writer, for the pipeline to report its checkpoint.
+    pub fn progress_shared(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
     pub fn progress(&self) -> &Progress {
         &self.progress
     }

@@ -194,7 +194,14 @@ impl Writer {
             let tx = self.conn.transaction()?;
             // A dedup key lives exactly as long as its event: the keys are recomputed from the
             // chunks about to go, and deleted one by one (see `chunks::expired`).
-            let expired = super::chunks::expired(&tx, cutoff, RETENTION_EVENTS)?;
+            let checkpointed = self.progress.checkpointed.load(Ordering::Acquire);
+            let expired = super::chunks::expired(&tx, cutoff, RETENTION_EVENTS, checkpointed)?;
+            if expired.is_empty() && super::chunks::oldest_received_before(&tx, cutoff)? {
+                // Expired, but not yet in the pipeline's snapshot: ask for one.
+                self.progress
+                    .checkpoint_wanted
+                    .store(true, Ordering::Release);
+            }
             let mut events = 0;
             {
                 let mut delete_key = tx.prepare_cached(DELETE_KEY)?;

@@ -109,6 +109,18 @@ struct Counters {
     late: AtomicU64,
     clamped: AtomicU64,
     silenced: AtomicU64,
+    /// The journal's newest `seq` when the pipeline started. Until the pipeline has counted
+    /// that far, the counters restored from its snapshot are behind what the previous run
+    /// exported (it replays what came after the snapshot), and a store would read the lower
+    /// value as a reset and count the replay twice: they are not exported until then.
+    replay_until: AtomicI64,
+}
+
+impl Counters {
+    /// Whether the pipeline is still replaying what the journal held at start.
+    pub(super) fn replaying(&self) -> bool {
+        seq(&self.pipeline_seq) < seq(&self.replay_until)
+    }
 }
 
 /// The windows the rate gauges read, once the pipeline has started.
@@ -124,6 +136,8 @@ const NOTIFICATION_OUTCOMES: [&str; 2] = ["delivered", "given_up"];
 /// Everything the observable instruments' callbacks read.
 struct State {
     counters: Counters,
+    /// When this process's metrics began, Unix ms.
+    started_ms: i64,
     campaigns: Mutex<CampaignCounters>,
     delays: Mutex<RecentDelays>,
     /// The Mailjet watch's last answer, once `serve` watches Mailjet.
@@ -248,6 +262,7 @@ impl Metrics {
         let meter = provider.meter("bouncewatch");
         let state = Arc::new(State {
             counters: Counters::default(),
+            started_ms: crate::journal::now_ms(),
             campaigns: Mutex::new(CampaignCounters::new(
                 config.top_campaigns,
                 config.new_series_delay.0,
@@ -426,6 +441,13 @@ impl Metrics {
             .fetch_max(seq, Ordering::Relaxed);
     }
 
+    /// Called as the pipeline starts from its snapshot: the restored counters wait until it
+    /// has counted everything the journal holds now (see `Counters::replay_until`).
+    pub fn replay_to_journal_head(&self) {
+        let c = self.counters();
+        c.replay_until.store(seq(&c.journal_seq), Ordering::Relaxed);
+    }
+
     /// Where the pipeline is, and its running totals of late and clamped events (restored from
     /// its snapshot, so they do not reset on restart).
     pub fn pipeline_progress(&self, seq: i64, late: u64, clamped: u64) {
@@ -444,7 +466,12 @@ impl Metrics {
         let mut recent = self.state.delays.lock().unwrap_or_else(|p| p.into_inner());
         for &(received_ms, delay_ms) in delays {
             let delay_ms = delay_ms.max(0);
-            self.event_delay.record(delay_ms as f64 / 1000.0, &[]);
+            // The exported histogram starts empty in each process. An event received before
+            // this one started is replayed from the journal after `kill -9`: the previous run
+            // has exported it already.
+            if received_ms >= self.state.started_ms {
+                self.event_delay.record(delay_ms as f64 / 1000.0, &[]);
+            }
             recent.record((received_ms.max(0) / 60_000) as u32, delay_ms as u64);
         }
     }
@@ -552,6 +579,48 @@ mod tests {
             .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
             .parse()
             .unwrap()
+    }
+
+    /// After `kill -9` the pipeline replays the journal from its snapshot, and its restored
+    /// counters climb back to what the previous run exported; shown during the climb, they
+    /// would read as a reset, and a store would count the replay twice.
+    #[test]
+    fn restored_counters_are_not_exported_while_the_journal_replays() {
+        let m = Metrics::default();
+        m.journal_seq(100);
+        m.pipeline_progress(40, 3, 1);
+        m.replay_to_journal_head();
+        m.campaigns().count(
+            EventKind::Sent,
+            crate::pipeline::Provider::Google,
+            &crate::windows::CampaignKey::Id(1),
+            0,
+        );
+        let text = m.render();
+        assert!(!text.contains("bouncewatch_events_total{"), "{text}");
+        for series in [
+            "bouncewatch_events_late_total ",
+            "bouncewatch_events_clamped_total ",
+        ] {
+            assert!(!text.lines().any(|l| l.starts_with(series)), "{text}");
+        }
+        m.pipeline_progress(100, 3, 1);
+        let text = m.render();
+        assert!(text.contains("bouncewatch_events_total{"), "{text}");
+        assert_eq!(sample(&text, "bouncewatch_events_late_total"), 3.0);
+        assert_eq!(sample(&text, "bouncewatch_events_clamped_total"), 1.0);
+    }
+
+    /// The exported delay histogram is the process's own: replayed events, received before it
+    /// started, were in the previous run's.
+    #[test]
+    fn replayed_events_are_not_in_the_delay_histogram_again() {
+        let m = Metrics::default();
+        let started = m.state.started_ms;
+        m.event_delays(&[(started - 5_000, 1_000), (started + 1, 2_000)]);
+        let text = m.render();
+        assert_eq!(sample(&text, "bouncewatch_event_delay_seconds_count"), 1.0);
+        assert_eq!(sample(&text, "bouncewatch_event_delay_seconds_sum"), 2.0);
     }
 
     #[test]

@@ -34,8 +34,21 @@ pub(super) fn register_observers(meter: &Meter, state: &Arc<State>) {
     counter(&JOURNAL_COMMITS, |c| get(&c.commits));
     counter(&JOURNAL_COMMIT_FAILURES, |c| get(&c.commit_failures));
     counter(&JOURNAL_RETENTION_DELETED, |c| get(&c.retention_deleted));
-    counter(&EVENTS_LATE, |c| get(&c.late));
-    counter(&EVENTS_CLAMPED, |c| get(&c.clamped));
+    // Restored from the pipeline's snapshot: not exported during a replay (`replaying`).
+    let restored = |s: &Signal, read: fn(&Counters) -> u64| {
+        let st = state.clone();
+        meter
+            .u64_observable_counter(s.instrument())
+            .with_description(s.help)
+            .with_callback(move |o| {
+                if !st.counters.replaying() {
+                    o.observe(read(&st.counters), &[]);
+                }
+            })
+            .build();
+    };
+    restored(&EVENTS_LATE, |c| get(&c.late));
+    restored(&EVENTS_CLAMPED, |c| get(&c.clamped));
     counter(&ALERTS_SILENCED, |c| get(&c.silenced));
     let st = state.clone();
     meter
@@ -157,6 +170,9 @@ pub(super) fn register_observers(meter: &Meter, state: &Arc<State>) {
         .u64_observable_counter(EVENTS.instrument())
         .with_description(EVENTS.help)
         .with_callback(move |o| {
+            if st.counters.replaying() {
+                return;
+            }
             let samples = st
                 .campaigns
                 .lock()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::state::StateDb;
 use super::{Classifier, Provider, ProvidersConfig};
 use crate::event::EventKind;
-use crate::journal::{JournalError, Recent, Tail};
+use crate::journal::{Journal, JournalError, Progress, Tail};
 use crate::metrics::Metrics;
 use crate::windows::{CampaignKey, Key, Scope, Windows, WindowsConfig};
 
@@ -63,7 +63,7 @@ impl Pipeline {
         windows: &WindowsConfig,
         providers: &ProvidersConfig,
         metrics: Arc<Metrics>,
-        recent: Option<Arc<Recent>>,
+        journal: Option<&Journal>,
     ) -> Result<Pipeline, PipelineError> {
         let path = dir.join("pipeline.sqlite3");
         let state_err = |source| PipelineError::State {
@@ -89,14 +89,20 @@ impl Pipeline {
             "pipeline restored; replaying the journal after its checkpoint"
         );
         metrics.pipeline_progress(restored.seq, windows_state.late(), windows_state.clamped());
+        metrics.replay_to_journal_head();
         let shared = Arc::new(Shared {
             windows: Mutex::new(windows_state),
             seq: AtomicI64::new(restored.seq),
             stop: AtomicBool::new(false),
         });
         metrics.attach_windows(shared.clone(), windows);
+        let progress = journal.map(Journal::progress_shared);
+        if let Some(p) = &progress {
+            p.checkpointed.store(restored.seq, Ordering::Release);
+        }
         let runner = Runner {
-            tail: Tail::open(dir)?.with_recent(recent),
+            tail: Tail::open(dir)?.with_recent(journal.map(Journal::recent)),
+            progress,
             state,
             classifier,
             shared: shared.clone(),
@@ -142,11 +148,17 @@ struct Runner {
     /// Learned since the last snapshot; saved with it, so a restart classifies as before.
     unsaved_learned: Vec<(String, Provider)>,
     metrics: Arc<Metrics>,
+    /// The journal's, to tell retention what the snapshot holds.
+    progress: Option<Arc<Progress>>,
 }
+
+/// The soonest a snapshot follows another when retention asks for one.
+const WANTED_SNAPSHOT_GAP: Duration = Duration::from_secs(1);
 
 impl Runner {
     fn run(mut self) {
         let mut next_snapshot = Instant::now() + SNAPSHOT_EVERY;
+        let mut last_snapshot = Instant::now();
         let mut failing = false;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
@@ -167,9 +179,18 @@ impl Runner {
             if now >= next_snapshot {
                 self.evict_and_rerank();
             }
-            if stopping && counted == 0 || now >= next_snapshot {
+            // Retention is waiting for events past the last snapshot: save sooner.
+            let wanted = now >= last_snapshot + WANTED_SNAPSHOT_GAP
+                && self
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.checkpoint_wanted.swap(false, Ordering::AcqRel));
+            if stopping && counted == 0 || now >= next_snapshot || wanted {
                 self.save();
-                next_snapshot = now + SNAPSHOT_EVERY;
+                if now >= next_snapshot {
+                    next_snapshot = now + SNAPSHOT_EVERY;
+                }
+                last_snapshot = now;
             }
             if stopping && counted == 0 {
                 return;
@@ -285,7 +306,12 @@ impl Runner {
             .state
             .save(seq, &snapshot, &campaigns, &self.unsaved_learned)
         {
-            Ok(()) => self.unsaved_learned.clear(),
+            Ok(()) => {
+                self.unsaved_learned.clear();
+                if let Some(p) = &self.progress {
+                    p.checkpointed.fetch_max(seq, Ordering::AcqRel);
+                }
+            }
             Err(e) => tracing::error!(error = %e, "pipeline snapshot failed; will retry"),
         }
     }
