@@ -44,6 +44,22 @@ async fn silences_suppress_notifications_and_the_api_shows_alerts() {
     )
     .await;
     assert_eq!(status, 400);
+    // A duration too long to be a time, or longer than a year, is refused, not wrapped.
+    for long in ["18446744073713151s 616ms", "300000000years", "2years"] {
+        let (status, body) = post_json(&server, "/api/v1/silences", json!({"for": long})).await;
+        assert_eq!(status, 400, "{long}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("within a year"),
+            "{long}: {body}"
+        );
+    }
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/silences",
+        json!({"until": "9999-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     // A rule that does not exist would silence nothing.
     let (status, body) = post_json(
         &server,

@@ -94,6 +94,10 @@ pub struct NewSilence {
     comment: String,
 }
 
+/// The longest silence: anything longer is a rule that should be removed, and a duration that
+/// large would not fit a time.
+const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 pub async fn add_silence(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -107,16 +111,18 @@ pub async fn add_silence(
         ))
     })?;
     let now = crate::journal::now_ms();
-    let until_ms = match (&req.until, &req.for_) {
+    // Durations are compared as `u128` before they become times: a huge `for` would overflow.
+    let until_ms: u128 = match (&req.until, &req.for_) {
         (Some(t), None) => humantime::parse_rfc3339_weak(t)
             .map_err(|e| bad_request(format!("`until` {t:?} is not an RFC 3339 time: {e}")))?
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|_| bad_request(format!("`until` {t:?} is before 1970")))?
-            .as_millis() as i64,
+            .as_millis(),
         (None, Some(d)) => {
-            now + humantime::parse_duration(d)
-                .map_err(|e| bad_request(format!("`for` {d:?} is not a duration: {e}")))?
-                .as_millis() as i64
+            now.max(0) as u128
+                + humantime::parse_duration(d)
+                    .map_err(|e| bad_request(format!("`for` {d:?} is not a duration: {e}")))?
+                    .as_millis()
         }
         _ => {
             return Err(bad_request(
@@ -124,9 +130,16 @@ pub async fn add_silence(
             ));
         }
     };
-    if until_ms <= now {
+    if until_ms <= now.max(0) as u128 {
         return Err(bad_request("the silence would end in the past".into()));
     }
+    if until_ms > (now.max(0) as u128) + MAX_SILENCE.as_millis() {
+        return Err(bad_request(
+            "a silence ends within a year; to stop a rule for good, remove it from alerts.rules"
+                .into(),
+        ));
+    }
+    let until_ms = until_ms as i64;
     let provider = match req.provider.as_deref() {
         None => None,
         Some(p) => Some(Provider::parse(p).ok_or_else(|| {
