@@ -262,6 +262,43 @@ async fn invalid_bodies_are_quarantined_not_lost() {
     assert_eq!(events(&server, "").await.len(), 1);
 }
 
+/// An array of ten thousand elements that are no events makes 101 quarantine rows, not ten
+/// thousand: the first 100 one each, the rest one together. The event among them is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_elements_that_are_no_events_make_a_bounded_number_of_rows() {
+    let server = Server::start();
+    let mut elements = vec!["0".to_string(); 10_000];
+    elements[5_000] = r#"{"event":"sent","time":5,"MessageID":78,"email":"a@b.c"}"#.into();
+    let body = format!("[{}]", elements.join(","));
+    let (status, text) = server.post("/webhooks/mailjet", body).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, r#"{"stored":1,"duplicates":0,"quarantined":101}"#);
+    let page = server.get_json("/api/v1/quarantine?limit=1000").await;
+    let rows = page["quarantined"].as_array().unwrap();
+    assert_eq!(rows.len(), 101);
+    assert!(
+        rows.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("9899 more array elements are not events")),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(
+        server
+            .metric("bouncewatch_receiver_quarantined_total")
+            .await,
+        101.0
+    );
+    let logged = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("webhook body quarantined"))
+        .count();
+    assert_eq!(logged, 101);
+    assert_eq!(events(&server, "").await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_body_keeps_its_route_and_content_type() {
     let server = Server::start();
