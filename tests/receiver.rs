@@ -299,6 +299,44 @@ async fn many_elements_that_are_no_events_make_a_bounded_number_of_rows() {
     assert_eq!(events(&server, "").await.len(), 1);
 }
 
+/// A page of quarantined bodies or events ends after 8 MiB of them, whatever `limit` says, and
+/// the cursor goes on from there: one request cannot make an answer of gigabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_bodies_or_events_is_bounded_in_bytes() {
+    let server = Server::start();
+    for i in 0..9u8 {
+        let body = vec![b'a' + i; 1 << 20];
+        assert_eq!(server.post("/webhooks/mailjet", body).await.0, 200);
+    }
+    let first = server.get_json("/api/v1/quarantine?limit=1000").await;
+    assert_eq!(first["quarantined"].as_array().unwrap().len(), 8);
+    let cursor = first["next_cursor"].as_str().expect("a cursor").to_string();
+    let rest = server
+        .get_json(&format!("/api/v1/quarantine?limit=1000&cursor={cursor}"))
+        .await;
+    let rows = rest["quarantined"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["body"].as_str().unwrap().starts_with('a'));
+    assert!(rest["next_cursor"].is_null(), "{}", rest["next_cursor"]);
+
+    // The same for events: four of 3 MiB each, three to the first page.
+    for id in 1..=4u64 {
+        let big = "x".repeat(3 << 20);
+        let event = format!(
+            r#"{{"event":"sent","time":5,"MessageID":{id},"email":"a@b.c","Payload":"{big}"}}"#
+        );
+        assert_eq!(server.post("/webhooks/mailjet", event).await.0, 200);
+    }
+    let first = server.get_json("/api/v1/events?limit=1000").await;
+    assert_eq!(first["events"].as_array().unwrap().len(), 3);
+    let cursor = first["next_cursor"].as_str().expect("a cursor").to_string();
+    let rest = server
+        .get_json(&format!("/api/v1/events?limit=1000&cursor={cursor}"))
+        .await;
+    assert_eq!(rest["events"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["events"][0]["message_id"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_body_keeps_its_route_and_content_type() {
     let server = Server::start();

@@ -17,6 +17,10 @@ use crate::event::{Event, parse_event};
 
 /// The most rows one page may hold.
 pub const MAX_LIMIT: usize = 1000;
+/// A page also ends once its events' raw JSON (or the quarantined bodies) pass this many
+/// bytes, whatever `limit` says: a thousand quarantined bodies of 1 MiB made one answer of
+/// 6 GB (a NUL byte is six in JSON). The next page starts after the last row.
+pub const PAGE_BYTES: usize = 8 << 20;
 /// Candidate rows read per round trip while filling a page.
 const CHUNK: usize = 500;
 
@@ -96,6 +100,7 @@ pub fn events(conn: &Connection, f: &EventFilter) -> rusqlite::Result<EventPage>
     let limit = f.limit.clamp(1, MAX_LIMIT);
     let lookup = f.lookup().map(|k| k.hash());
     let mut page = Vec::with_capacity(limit.min(CHUNK));
+    let mut bytes = 0;
     let mut below = f.before.unwrap_or(i64::MAX);
     loop {
         let candidates = match lookup {
@@ -121,13 +126,14 @@ pub fn events(conn: &Connection, f: &EventFilter) -> rusqlite::Result<EventPage>
                     Box::new(e),
                 )
             })?;
+            bytes += raw.get().len();
             page.push(StoredEvent {
                 seq,
                 received_at_ms,
                 event,
                 raw,
             });
-            if page.len() == limit {
+            if page.len() == limit || bytes >= PAGE_BYTES {
                 return Ok(EventPage {
                     events: page,
                     next_cursor: Some(seq.to_string()),
@@ -245,33 +251,45 @@ pub fn quarantine(conn: &Connection, f: &QuarantineFilter) -> rusqlite::Result<Q
         "SELECT id, received_at_ms, reason, route, content_type, body, body_len, truncated \
          FROM quarantine WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = stmt
-        .query_map(
-            rusqlite::params![f.before.unwrap_or(i64::MAX), limit as i64],
-            |r| {
-                let bytes: Vec<u8> = r.get(5)?;
-                let (body, body_base64) = match String::from_utf8(bytes) {
-                    Ok(text) => (Some(text), None),
-                    Err(e) => (
-                        None,
-                        Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
-                    ),
-                };
-                Ok(StoredQuarantine {
-                    id: r.get(0)?,
-                    received_at_ms: r.get(1)?,
-                    reason: r.get(2)?,
-                    route: r.get(3)?,
-                    content_type: r.get(4)?,
-                    body,
-                    body_base64,
-                    body_len: r.get(6)?,
-                    truncated: r.get(7)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_cursor = (rows.len() == limit)
+    let rows = stmt.query_map(
+        rusqlite::params![f.before.unwrap_or(i64::MAX), limit as i64],
+        |r| {
+            let bytes: Vec<u8> = r.get(5)?;
+            let (body, body_base64) = match String::from_utf8(bytes) {
+                Ok(text) => (Some(text), None),
+                Err(e) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+                ),
+            };
+            Ok(StoredQuarantine {
+                id: r.get(0)?,
+                received_at_ms: r.get(1)?,
+                reason: r.get(2)?,
+                route: r.get(3)?,
+                content_type: r.get(4)?,
+                body,
+                body_base64,
+                body_len: r.get(6)?,
+                truncated: r.get(7)?,
+            })
+        },
+    )?;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut full = false;
+    for row in rows {
+        let row = row?;
+        bytes += row.body.as_ref().map_or(0, String::len)
+            + row.body_base64.as_ref().map_or(0, String::len);
+        out.push(row);
+        if out.len() == limit || bytes >= PAGE_BYTES {
+            full = true;
+            break;
+        }
+    }
+    let rows = out;
+    let next_cursor = full
         .then(|| rows.last().map(|q| q.id.to_string()))
         .flatten();
     Ok(QuarantinePage {
