@@ -3,8 +3,8 @@
 //!
 //! `scripts/bench-ingest` runs it next to the real receiver in the same invocation, so the
 //! receiver's requests/s read as a fraction of what axum + hyper + tokio can do on this machine.
-//! It is built the way `bouncewatch serve` is (multi-thread runtime, `axum::serve`, graceful stop
-//! on SIGTERM), so the only difference between the two runs is the receiver's own work.
+//! It is built the way `bouncewatch serve` is (multi-thread runtime, the same connection layer,
+//! `bouncewatch::http::serve`, graceful stop on SIGTERM), so the only difference between the two runs is the receiver's own work.
 //!
 //! The listen address comes from `BARE_LISTEN` (default `127.0.0.1:18081`).
 
@@ -15,9 +15,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 
-#[path = "support/stop_signal.rs"]
+#[path = "support/server.rs"]
 mod support;
-use support::stop_signal;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:18081";
 
@@ -38,12 +37,5 @@ async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     // The handler takes no extractor, so the request body is never read: only hyper's own
     // handling of an unread body remains, which is the floor any receiver pays.
     let app = Router::new().route("/webhooks/mailjet", post(|| async { StatusCode::OK }));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on BARE_LISTEN {listen}: is the port in use?"))?;
-    eprintln!("bare_axum listening on {}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("the bare HTTP server failed")
+    support::serve_like_bouncewatch(listen, app, "bare_axum").await
 }

@@ -22,9 +22,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use tokio::sync::oneshot;
 
-#[path = "support/stop_signal.rs"]
+#[path = "support/server.rs"]
 mod support;
-use support::stop_signal;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:18082";
 /// Requests queued for the writer before the receiver answers 503, as in bouncewatch.
@@ -80,16 +79,7 @@ async fn serve(listen: SocketAddr, tx: mpsc::SyncSender<Job>) -> anyhow::Result<
     let app = Router::new()
         .route("/webhooks/mailjet", post(receive))
         .with_state(tx);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen on MINIMAL_LISTEN {listen}: is the port in use?")
-        })?;
-    eprintln!("minimal_durable listening on {}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("the minimal HTTP server failed")
+    support::serve_like_bouncewatch(listen, app, "minimal_durable").await
 }
 
 /// `200` once the body is committed; `503` when the queue is full or the commit failed.

@@ -271,6 +271,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(%listen, "the webhook accepts unauthenticated requests on a non-loopback address (webhook.allow_unauthenticated = true)");
     }
     tracing::debug!(config = %config.to_masked_toml(), "effective configuration");
+    http::ensure_open_files(config.server.max_connections);
 
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -359,7 +360,7 @@ async fn run(
 
     let state = Arc::new(AppState {
         journal: journal.clone(),
-        metrics,
+        metrics: metrics.clone(),
         server: config.server.clone(),
         webhook: http::WebhookAuth::new(&config.webhook),
         api: http::ApiAuth::new(&config.api),
@@ -397,23 +398,15 @@ async fn run(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, tls = tls.is_some(), data_dir = %data_dir.display(), "listening");
 
-    let grace = config.server.shutdown_grace.0;
-    let served = match tls {
-        Some(rustls) => {
-            http::serve_tls(
-                listener,
-                rustls,
-                app,
-                bouncewatch::shutdown::signal(),
-                grace,
-            )
-            .await
-        }
-        None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            http::serve_plain(listener, app, bouncewatch::shutdown::signal(), grace).await
-        }
-    };
+    let served = http::serve(
+        listener,
+        app,
+        tls,
+        bouncewatch::shutdown::signal(),
+        &config.server.limits(),
+        metrics.clone(),
+    )
+    .await;
     // The journal first (it answers the last requests), then the pipeline, which counts what
     // the journal holds and saves its snapshot.
     let _ = stop_watch.send(());

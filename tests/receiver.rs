@@ -974,3 +974,76 @@ async fn a_trailing_slash_works_and_a_wrong_path_is_counted() {
         1.0
     );
 }
+
+/// Connections are bounded. Headers must arrive within `server.header_timeout` and a webhook
+/// body within `server.body_timeout` (`408`); past `server.max_connections` a new connection is
+/// closed on arrival and counted. A flood of stalled clients cannot lock the receiver out of
+/// its file descriptors, and it answers again once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_surplus_connections_are_closed() {
+    use std::io::{Read, Write};
+    let server = Server::start_with(
+        Options::default()
+            .env("BOUNCEWATCH_SERVER_MAX_CONNECTIONS", "4")
+            .env("BOUNCEWATCH_SERVER_HEADER_TIMEOUT", "1s")
+            .env("BOUNCEWATCH_SERVER_BODY_TIMEOUT", "1s"),
+    );
+    let addr = server.addr;
+    // Reads until the server closes the connection; what it sent, and how long that took.
+    let drain = |mut s: std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        (String::from_utf8_lossy(&got).to_string(), started.elapsed())
+    };
+
+    // Headers that never end: closed after the header timeout, with no answer.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(b"POST /webhooks/mailjet HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let (answer, took) = drain(slow);
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    assert!(!answer.contains("200"), "{answer}");
+
+    // A body that stops halfway: 408.
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    half.write_all(
+        b"POST /webhooks/mailjet HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"event\"",
+    )
+    .unwrap();
+    let (answer, took) = drain(half);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+
+    // Four stalled connections hold every permit: a fifth is closed without an answer.
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut surplus = std::net::TcpStream::connect(addr).unwrap();
+    surplus
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (answer, _) = drain(surplus);
+    assert_eq!(answer, "", "the fifth connection was served");
+    // Their header timeout frees the permits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        server
+            .metric("bouncewatch_receiver_connections_refused_total")
+            .await
+            >= 1.0
+    );
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("server.max_connections"))
+    );
+    drop(held);
+}

@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod auth;
 mod health;
+mod serve;
 mod stats;
 mod tls;
 mod webhook;
@@ -48,6 +49,13 @@ pub struct ServerConfig {
     /// milliseconds; a client stalled halfway through its request would otherwise hold the stop
     /// for as long as it likes. What is queued is committed and answered either way.
     pub shutdown_grace: DurationText,
+    /// Open connections at most. Past this, new ones are closed on arrival and counted, so that
+    /// idle or stalled clients cannot use up the process's file descriptors.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive.
+    pub header_timeout: DurationText,
+    /// How long a webhook body may take to arrive; past it, `408`. Mailjet retries.
+    pub body_timeout: DurationText,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +67,9 @@ impl Default for ServerConfig {
             invalid_body_status: 200,
             retry_after_secs: 5,
             shutdown_grace: DurationText::from_secs(10),
+            max_connections: 4096,
+            header_timeout: DurationText::from_secs(30),
+            body_timeout: DurationText::from_secs(60),
         }
     }
 }
@@ -84,6 +95,23 @@ impl ServerConfig {
                     self.invalid_body_status
                 ),
             });
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        for (key, value) in [
+            ("server.header_timeout", &self.header_timeout),
+            ("server.body_timeout", &self.body_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be longer than zero; write e.g. \"30s\"".into(),
+                });
+            }
         }
         if self.max_body.0 == 0 {
             return Err(ConfigError::Invalid {
@@ -162,39 +190,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-pub use tls::{load as load_tls, serve_tls};
+pub use serve::{Limits, ensure_open_files, serve};
+pub use tls::load as load_tls;
 
-/// Serves plain HTTP on `listener` until `shutdown` resolves, then waits for in-flight requests.
-pub async fn serve_plain(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
-) -> std::io::Result<()> {
-    let (signalled, stopping) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = signalled.send(());
-    })
-    .into_future();
-    tokio::pin!(serve);
-    tokio::select! {
-        biased;
-        served = &mut serve => return served,
-        _ = stopping => {}
-    }
-    match tokio::time::timeout(grace, &mut serve).await {
-        Ok(served) => served,
-        Err(_) => {
-            tracing::warn!(
-                ?grace,
-                "connections still open after server.shutdown_grace: closing them"
-            );
-            Ok(())
+impl ServerConfig {
+    /// What bounds the connections (see `serve.rs`).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout.0,
+            shutdown_grace: self.shutdown_grace.0,
         }
     }
 }

@@ -1,11 +1,8 @@
 //! Optional in-process TLS (rustls). Plain HTTP behind a TLS-terminating proxy stays the
 //! default; set `tls.cert` and `tls.key` (PEM files) to serve HTTPS directly.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
@@ -67,24 +64,4 @@ pub async fn load(config: &TlsConfig) -> std::io::Result<RustlsConfig> {
                 ),
             )
         })
-}
-
-/// Serves HTTPS on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve_tls(
-    listener: std::net::TcpListener,
-    rustls: RustlsConfig,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(grace));
-    });
-    axum_server::from_tcp_rustls(listener, rustls)?
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
 }

@@ -80,7 +80,28 @@ async fn handle(state: &AppState, request: Request) -> Response {
             .into_response();
     }
     let limit = state.server.max_body.0 as usize;
-    let bytes = match read_limited(body, &parts.headers, limit).await {
+    let deadline = state.server.body_timeout.0;
+    let read = match tokio::time::timeout(deadline, read_limited(body, &parts.headers, limit)).await
+    {
+        Ok(read) => read,
+        Err(_) => {
+            // A client stalled halfway through its body would hold its connection, and the
+            // part already sent, for as long as it likes.
+            tracing::warn!(
+                ?deadline,
+                "webhook body not received within server.body_timeout"
+            );
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within server.body_timeout ({}); nothing stored\n",
+                    state.server.body_timeout
+                ),
+            )
+                .into_response();
+        }
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(response) => {
             if response.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -98,6 +98,7 @@ struct Counters {
     quarantined: AtomicU64,
     unauthorized: AtomicU64,
     too_large: AtomicU64,
+    connections_refused: AtomicU64,
     unavailable: [AtomicU64; Unavailable::ALL.len()],
     empty: AtomicU64,
     last_event_ms: AtomicI64,
@@ -410,6 +411,10 @@ impl Metrics {
 
     pub fn too_large(&self) {
         add(&self.counters().too_large, 1);
+    }
+
+    pub fn connection_refused(&self) {
+        add(&self.counters().connections_refused, 1);
     }
 
     pub fn unavailable(&self, why: Unavailable) {

@@ -90,6 +90,13 @@ pub const RECEIVER_TOO_LARGE: Signal = Signal {
     labels: &[],
 };
 
+pub const RECEIVER_CONNECTIONS_REFUSED: Signal = Signal {
+    name: "bouncewatch_receiver_connections_refused_total",
+    help: "Connections closed on arrival because server.max_connections were open.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
 pub const RECEIVER_UNAVAILABLE: Signal = Signal {
     name: "bouncewatch_receiver_unavailable_total",
     help: "Webhook requests answered 503, by reason (queue_full, storage, closed).",
@@ -274,6 +281,7 @@ pub const ALL: &[Signal] = &[
     RECEIVER_UNAUTHORIZED,
     RECEIVER_TOO_LARGE,
     RECEIVER_UNAVAILABLE,
+    RECEIVER_CONNECTIONS_REFUSED,
     RECEIVER_EMPTY,
     RECEIVER_REQUEST_DURATION,
     RECEIVER_LAST_EVENT,

@@ -30,6 +30,9 @@ pub(super) fn register_observers(meter: &Meter, state: &Arc<State>) {
     counter(&RECEIVER_QUARANTINED, |c| get(&c.quarantined));
     counter(&RECEIVER_UNAUTHORIZED, |c| get(&c.unauthorized));
     counter(&RECEIVER_TOO_LARGE, |c| get(&c.too_large));
+    counter(&RECEIVER_CONNECTIONS_REFUSED, |c| {
+        get(&c.connections_refused)
+    });
     counter(&RECEIVER_EMPTY, |c| get(&c.empty));
     counter(&JOURNAL_COMMITS, |c| get(&c.commits));
     counter(&JOURNAL_COMMIT_FAILURES, |c| get(&c.commit_failures));
