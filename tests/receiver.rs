@@ -395,11 +395,15 @@ async fn empty_bodies_and_empty_arrays_are_answered_200() {
             .0,
         200
     );
+    let (status, text) = server.post("/webhooks/mailjet", " [ ] ").await;
+    assert_eq!(status, 200);
+    assert_eq!(text, r#"{"stored":0,"duplicates":0,"quarantined":0}"#);
+    // The README counts both with the empty bodies.
     assert_eq!(
         server
             .metric("bouncewatch_receiver_empty_bodies_total")
             .await,
-        1.0
+        3.0
     );
     assert!(events(&server, "").await.is_empty());
     // The per-event URL form, as the seed guide registers one URL per type.

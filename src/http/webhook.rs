@@ -161,6 +161,8 @@ async fn handle(state: &AppState, request: Request) -> Response {
         }
     }
     if append.events.is_empty() && append.quarantine.is_empty() {
+        // `[]`: an empty batch, counted with the empty bodies.
+        state.metrics.empty_body();
         return Receipt {
             stored: 0,
             duplicates: 0,

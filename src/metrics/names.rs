@@ -106,7 +106,7 @@ pub const RECEIVER_UNAVAILABLE: Signal = Signal {
 
 pub const RECEIVER_EMPTY: Signal = Signal {
     name: "bouncewatch_receiver_empty_bodies_total",
-    help: "Empty bodies (the Mailjet UI's test button), answered 200 and not stored.",
+    help: "Empty bodies and empty arrays (the Mailjet UI's test button), answered 200, nothing stored.",
     kind: Kind::Counter,
     labels: &[],
 };
