@@ -419,3 +419,60 @@ async fn every_dashboard_panel_shows_data_after_traffic() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// The overview's top-campaign tables rank rates, and 2 bounces in 4 tries is not one: a
+/// campaign under 100 deliveries tried in the range is left out, however high its ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_campaign_tables_leave_out_campaigns_under_100_deliveries() {
+    let vm_port = free_port();
+    let server = Server::start_with(
+        Options::default()
+            .env(
+                "BOUNCEWATCH_METRICS_OTLP_ENDPOINT",
+                &format!("http://127.0.0.1:{vm_port}/opentelemetry/v1/metrics"),
+            )
+            .env("BOUNCEWATCH_METRICS_OTLP_INTERVAL", "1s")
+            .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", "2s"),
+    );
+    let vm = VictoriaMetrics::start(vm_port, None);
+    let t = now();
+    let mut events = Vec::new();
+    let mut id = 8_000_000u64;
+    for (campaign, sent, bounced) in [(201, 200, 10), (202, 2, 2)] {
+        for kind in std::iter::repeat_n("sent", sent).chain(std::iter::repeat_n("bounce", bounced))
+        {
+            id += 1;
+            events.push(format!(
+                r#"{{"event":"{kind}","time":{t},"MessageID":{id},"email":"b{id}@gmail.com","mj_campaign_id":{campaign},"hard_bounce":true,"error_related_to":"recipient","error":"user unknown"}}"#
+            ));
+        }
+    }
+    let body = format!("[{}]", events.join(","));
+    assert_eq!(server.post("/webhooks/mailjet", body).await.0, 200);
+    let (_, _, expr) = dashboard_queries()
+        .into_iter()
+        .find(|(_, title, _)| title == "Top campaigns by bounce rate")
+        .expect("the panel");
+    let expr = expr.replace("$__range", "1h").replace("$provider", ".*");
+    // Both campaigns are in the store, and only the larger one is ranked.
+    vm.wait_value(
+        r#"count(count by (campaign) (bouncewatch_events_total{campaign=~"201|202"}))"#,
+        2.0,
+        WAIT,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ranked: Vec<String> = vm
+            .query(&expr)
+            .await
+            .iter()
+            .filter_map(|s| s["metric"]["campaign"].as_str().map(str::to_string))
+            .collect();
+        if ranked == ["201"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "ranked {ranked:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
