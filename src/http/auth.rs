@@ -114,13 +114,23 @@ impl WebhookAuth {
             _ => false,
         };
         let token_ok = match (&self.token, query) {
-            (Some(expected), Some(query)) => form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "token")
-                .is_some_and(|(_, value)| constant_time_eq(expected, value.as_bytes())),
+            (Some(expected), Some(query)) => query_token_matches(expected, query),
             _ => false,
         };
         basic_ok || token_ok
     }
+}
+
+/// Whether `?token=` carries `expected`. Form decoding reads `+` as a space, but a token pasted
+/// into Mailjet's URL field keeps its `+` as it is: the value is read both ways, and either
+/// matching admits the request (both come from the same bytes the sender chose).
+fn query_token_matches(expected: &[u8], query: &str) -> bool {
+    let found = |query: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "token")
+            .is_some_and(|(_, value)| constant_time_eq(expected, value.as_bytes()))
+    };
+    found(query) || (query.contains('+') && found(&query.replace('+', "%2B")))
 }
 
 /// Accepts any case of the `Basic` scheme name, as RFC 7617 allows.
@@ -169,6 +179,19 @@ mod tests {
         assert!(!auth.admits(&headers("Basic bWo6bm8="), None));
         assert!(auth.admits(&HeaderMap::new(), Some("a=1&token=t0k")));
         assert!(!auth.admits(&HeaderMap::new(), Some("token=t0")));
+    }
+
+    #[test]
+    fn a_token_with_a_plus_is_admitted_as_pasted_or_encoded() {
+        let auth = WebhookAuth::new(&WebhookConfig {
+            token: "a+b c".into(),
+            ..WebhookConfig::default()
+        });
+        assert!(auth.admits(&HeaderMap::new(), Some("token=a+b%20c")));
+        assert!(auth.admits(&HeaderMap::new(), Some("token=a%2Bb+c")));
+        assert!(auth.admits(&HeaderMap::new(), Some("token=a%2Bb%20c")));
+        assert!(!auth.admits(&HeaderMap::new(), Some("token=a+b+d")));
+        assert!(!auth.admits(&HeaderMap::new(), Some("token=a%20b%20c")));
         assert!(!auth.admits(&HeaderMap::new(), None));
     }
 
