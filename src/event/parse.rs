@@ -49,6 +49,9 @@ pub fn split_body(body: &[u8]) -> SplitBody<'_> {
         Ok(t) => t,
         Err(e) => return SplitBody::Invalid(format!("body is not UTF-8: {e}")),
     };
+    // A byte order mark, which some proxies and editors put before JSON, is no reason to
+    // quarantine a body that is otherwise a good event.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     if trimmed.is_empty() {
         return SplitBody::Empty;
@@ -583,6 +586,28 @@ mod tests {
         let e = one(r#"{"event":"typofix","time":1}"#).unwrap();
         assert_eq!(e.kind, EventKind::Unknown);
         assert_eq!(e.event_name, "typofix");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_json_is_skipped() {
+        let e = one("\u{FEFF}{\"event\":\"sent\",\"MessageID\":7}").unwrap();
+        assert_eq!(e.message_id.0, 7);
+        match split_body("\u{FEFF}[{\"event\":\"open\"}]".as_bytes()) {
+            SplitBody::Items(items) => {
+                assert!(matches!(
+                    items[..],
+                    [BodyItem::Event {
+                        raw: r#"{"event":"open"}"#,
+                        ..
+                    }]
+                ))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            split_body("\u{FEFF}".as_bytes()),
+            SplitBody::Empty
+        ));
     }
 
     #[test]
