@@ -955,7 +955,8 @@ async fn a_stalled_client_does_not_hold_the_stop() {
 }
 
 /// A callback URL registered with a trailing slash still works, and one registered wrong
-/// leaves a trace: its 404s are counted with the receiver's answers.
+/// leaves a trace: its 404s are counted with the receiver's answers, and so is a `GET` on the
+/// webhook URL (`405`, with `Allow: POST`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailing_slash_works_and_a_wrong_path_is_counted() {
     let server = Server::start();
@@ -974,6 +975,23 @@ async fn a_trailing_slash_works_and_a_wrong_path_is_counted() {
     assert_eq!(
         server
             .metric(r#"bouncewatch_receiver_requests_total{status="404"}"#)
+            .await,
+        1.0
+    );
+    let answer = common::Answer::from(
+        common::client()
+            .get(server.url("/webhooks/mailjet"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.header("allow"), Some("POST"));
+    assert!(answer.text.contains("POST"), "says how: {}", answer.text);
+    assert_eq!(
+        server
+            .metric(r#"bouncewatch_receiver_requests_total{status="405"}"#)
             .await,
         1.0
     );
@@ -1019,6 +1037,12 @@ async fn stalled_and_surplus_connections_are_closed() {
     let (answer, took) = drain(half);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(
+        server
+            .metric(r#"bouncewatch_receiver_requests_total{status="408"}"#)
+            .await,
+        1.0
+    );
 
     // Four stalled connections hold every permit: a fifth is closed without an answer.
     let held: Vec<std::net::TcpStream> = (0..4)

@@ -165,6 +165,26 @@ async fn not_found(
     )
 }
 
+/// A path we serve, with a method it does not take (a `GET` on the webhook URL, typed into a
+/// browser or sent by an uptime check): `405` with `Allow`, counted like the `404`s.
+async fn wrong_method(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> (axum::http::StatusCode, String) {
+    state.metrics.answered(405);
+    tracing::debug!(%method, path = %uri.path(), "request with a method the path does not take");
+    let hint = if uri.path().starts_with("/webhooks/") {
+        "; Mailjet posts its events here with POST"
+    } else {
+        ""
+    };
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not served on {}{hint}\n", uri.path()),
+    )
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhooks/mailjet", post(webhook::receive))
@@ -183,6 +203,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(wrong_method)
         .fallback(not_found)
         // No `DefaultBodyLimit` layer: the receiver takes the raw request and enforces
         // `server.max_body` itself, so that a 413 is counted, and the silences API keeps axum's

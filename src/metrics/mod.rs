@@ -45,7 +45,7 @@ pub use delay::{DelaySummary, RecentDelays};
 use names::Signal;
 
 /// Statuses the receiver answers with; anything else is counted as `other`.
-const STATUSES: [u16; 8] = [200, 400, 401, 403, 404, 413, 500, 503];
+const STATUSES: [u16; 10] = [200, 400, 401, 403, 404, 405, 408, 413, 500, 503];
 
 /// Histogram buckets, in the histogram's unit.
 const LATENCY_BUCKETS: [f64; 14] = [
