@@ -85,7 +85,9 @@ pub async fn serve(
     let grace = limits.shutdown_grace;
     tokio::spawn(async move {
         shutdown.await;
-        stopper.graceful_shutdown(Some(grace));
+        // No deadline given to axum-server: its own would race this task, which must log
+        // before the connections go (the process exits soon after they do).
+        stopper.graceful_shutdown(None);
         tokio::time::sleep(grace).await;
         let open = stopper.connection_count();
         if open > 0 {
@@ -94,6 +96,7 @@ pub async fn serve(
                 ?grace,
                 "connections still open after server.shutdown_grace: closing them"
             );
+            stopper.shutdown();
         }
     });
     let capped = Capped::new(limits.max_connections, metrics);
