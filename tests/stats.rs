@@ -250,6 +250,60 @@ async fn late_events_and_pipeline_lag_are_exported() {
     assert_eq!(server.metric("bouncewatch_pipeline_lag_events").await, 0.0);
 }
 
+/// The placeholder events of Mailjet's "send test" button (MessageID 0, no address) are stored,
+/// but they move no window, no rate and no `bouncewatch_events_total`: testing the callback URL
+/// must not look like a bounce. They are counted on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailjet_test_events_are_stored_but_counted_apart() {
+    let server = Server::start();
+    let mut body = Vec::new();
+    for name in ["test-event-bounce.json", "test-event-unsub.json"] {
+        let mut event: Value =
+            serde_json::from_slice(&common::fixture(&format!("quirks/{name}"))).unwrap();
+        // Sent now, so that only being a test keeps it out of the windows.
+        event["time"] = now().into();
+        body.push(event);
+    }
+    body.push(serde_json::json!({
+        "event": "sent", "time": now(), "MessageID": 9, "email": "a@gmail.com",
+    }));
+    let (status, text) = server
+        .post("/webhooks/mailjet", serde_json::to_string(&body).unwrap())
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(r#""stored":3"#),
+        "all three are stored: {text}"
+    );
+
+    let all = &stats(&server, "").await["keys"][0];
+    assert_eq!(all["counts"]["sent"], 1);
+    assert_eq!(all["counts"]["bounce"], 0, "{all}");
+    assert_eq!(all["counts"]["unsub"], 0, "{all}");
+    assert_eq!(server.metric("bouncewatch_events_test_total").await, 2.0);
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"event="sent""#),
+        "the real event is exported: {metrics}"
+    );
+    for kind in ["bounce", "unsub"] {
+        assert!(
+            !metrics
+                .lines()
+                .any(|l| l.starts_with("bouncewatch_events_total{")
+                    && l.contains(&format!(r#"event="{kind}""#))),
+            "no {kind} series: {metrics}"
+        );
+    }
+    assert_eq!(
+        server
+            .metric(r#"bouncewatch_receiver_events_total{event="bounce"}"#)
+            .await,
+        1.0,
+        "the receiver stored it"
+    );
+}
+
 /// Events Mailjet held back for 40 minutes show up in the delay quantiles, by receipt time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_report_the_delay_of_recent_events() {

@@ -34,6 +34,12 @@ pub struct Brief<'a> {
 }
 
 impl Brief<'_> {
+    /// A placeholder that Mailjet's "send test" button posts: `MessageID` 0 and no address
+    /// (see `fixtures/quirks/test-event-*.json`). No real event lacks both.
+    pub fn is_mailjet_test(&self) -> bool {
+        self.message_id.0 == 0 && self.email.is_empty()
+    }
+
     /// `customcampaign` with RFC 2047 encoded words decoded, computed when asked: most events
     /// carry a campaign id and never need it.
     pub fn custom_campaign_decoded(&self) -> Option<Cow<'_, str>> {

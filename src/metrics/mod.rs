@@ -109,6 +109,7 @@ struct Counters {
     pipeline_seq: AtomicI64,
     late: AtomicU64,
     clamped: AtomicU64,
+    tests: AtomicU64,
     silenced: AtomicU64,
     /// The journal's newest `seq` when the pipeline started. Until the pipeline has counted
     /// that far, the counters restored from its snapshot are behind what the previous run
@@ -453,13 +454,14 @@ impl Metrics {
         c.replay_until.store(seq(&c.journal_seq), Ordering::Relaxed);
     }
 
-    /// Where the pipeline is, and its running totals of late and clamped events (restored from
-    /// its snapshot, so they do not reset on restart).
-    pub fn pipeline_progress(&self, seq: i64, late: u64, clamped: u64) {
+    /// Where the pipeline is, and the windows' running totals of late, clamped and test events
+    /// (restored from its snapshot, so they do not reset on restart).
+    pub fn pipeline_progress(&self, seq: i64, placed: crate::windows::Placements) {
         let c = self.counters();
         c.pipeline_seq.store(seq, Ordering::Relaxed);
-        c.late.store(late, Ordering::Relaxed);
-        c.clamped.store(clamped, Ordering::Relaxed);
+        c.late.store(placed.late, Ordering::Relaxed);
+        c.clamped.store(placed.clamped, Ordering::Relaxed);
+        c.tests.store(placed.tests, Ordering::Relaxed);
     }
 
     /// A batch of events' delays from their `time` to their receipt: `(received_at_ms,
@@ -593,7 +595,12 @@ mod tests {
     fn restored_counters_are_not_exported_while_the_journal_replays() {
         let m = Metrics::default();
         m.journal_seq(100);
-        m.pipeline_progress(40, 3, 1);
+        let placed = crate::windows::Placements {
+            late: 3,
+            clamped: 1,
+            tests: 2,
+        };
+        m.pipeline_progress(40, placed);
         m.replay_to_journal_head();
         m.campaigns().count(
             EventKind::Sent,
@@ -606,14 +613,16 @@ mod tests {
         for series in [
             "bouncewatch_events_late_total ",
             "bouncewatch_events_clamped_total ",
+            "bouncewatch_events_test_total ",
         ] {
             assert!(!text.lines().any(|l| l.starts_with(series)), "{text}");
         }
-        m.pipeline_progress(100, 3, 1);
+        m.pipeline_progress(100, placed);
         let text = m.render();
         assert!(text.contains("bouncewatch_events_total{"), "{text}");
         assert_eq!(sample(&text, "bouncewatch_events_late_total"), 3.0);
         assert_eq!(sample(&text, "bouncewatch_events_clamped_total"), 1.0);
+        assert_eq!(sample(&text, "bouncewatch_events_test_total"), 2.0);
     }
 
     /// The exported delay histogram is the process's own: replayed events, received before it

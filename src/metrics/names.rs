@@ -272,6 +272,13 @@ pub const EVENTS_CLAMPED: Signal = Signal {
     labels: &[],
 };
 
+pub const EVENTS_TEST: Signal = Signal {
+    name: "bouncewatch_events_test_total",
+    help: "Placeholder events from Mailjet's \"send test\" button (MessageID 0, no address): stored, but counted in no window, rate or events_total.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
 /// Every signal, in the order `/metrics` renders them.
 pub const ALL: &[Signal] = &[
     RECEIVER_REQUESTS,
@@ -306,4 +313,5 @@ pub const ALL: &[Signal] = &[
     MAILJET_CHECKED,
     EVENTS_LATE,
     EVENTS_CLAMPED,
+    EVENTS_TEST,
 ];

@@ -52,6 +52,7 @@ pub(super) fn register_observers(meter: &Meter, state: &Arc<State>) {
     };
     restored(&EVENTS_LATE, |c| get(&c.late));
     restored(&EVENTS_CLAMPED, |c| get(&c.clamped));
+    restored(&EVENTS_TEST, |c| get(&c.tests));
     counter(&ALERTS_SILENCED, |c| get(&c.silenced));
     let st = state.clone();
     meter

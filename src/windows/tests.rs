@@ -56,6 +56,21 @@ fn a_scripted_sequence_gives_exact_counts_and_rates() {
     assert_eq!(w.counts(&Key::Global, 24 * 60, NOW).sent, 41);
     assert_eq!(w.totals().sent, 42, "the late event is in the totals");
     assert_eq!((w.late(), w.clamped()), (1, 1));
+    // A placeholder from Mailjet's "send test": no address and MessageID 0. Counted apart.
+    let test = owned_brief(&format!(
+        r#"{{"event":"bounce","time":{NOW},"MessageID":0,"email":"","mj_campaign_id":0}}"#
+    ));
+    assert_eq!(w.record(&test, Provider::Other, NOW), Placement::Test);
+    assert_eq!(w.counts(&Key::Global, 5, NOW).bounce, 2);
+    assert_eq!(w.totals().bounce, 2);
+    assert_eq!(
+        w.placements(),
+        Placements {
+            late: 1,
+            clamped: 1,
+            tests: 1
+        }
+    );
     // The four scopes each have their key.
     assert_eq!(
         w.counts(&Key::CampaignProvider(CampaignKey::Id(7), google), 5, NOW),
