@@ -1044,6 +1044,25 @@ async fn stalled_and_surplus_connections_are_closed() {
         1.0
     );
 
+    // A body cut off by its client: nothing stored, and the 400 nobody reads is counted and
+    // logged.
+    let mut cut = std::net::TcpStream::connect(addr).unwrap();
+    cut.write_all(
+        b"POST /webhooks/mailjet HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"event\"",
+    )
+    .unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    drain(cut);
+    server
+        .wait_log(|l| l.contains("webhook body could not be read"))
+        .await;
+    assert_eq!(
+        server
+            .metric(r#"bouncewatch_receiver_requests_total{status="400"}"#)
+            .await,
+        1.0
+    );
+
     // Four stalled connections hold every permit: a fifth is closed without an answer.
     let held: Vec<std::net::TcpStream> = (0..4)
         .map(|_| {

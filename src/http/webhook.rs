@@ -263,11 +263,16 @@ async fn read_limited(
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("could not read the body: {e}\n"),
-        )
-            .into_response()),
+        Err(e) => {
+            // Most often the client went away halfway through: nobody reads this answer, so
+            // the log line is the trace (and Mailjet retries what it did not finish sending).
+            tracing::warn!(error = %e, "webhook body could not be read; nothing stored");
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {e}\n"),
+            )
+                .into_response())
+        }
     }
 }
 
