@@ -101,28 +101,22 @@ pub async fn serve(
     });
     let capped = Capped::new(limits.max_connections, metrics);
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(capped)
+        .handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(limits.header_timeout);
     match tls {
+        // The TLS handshake runs on a connection that already holds its permit.
         Some(config) => {
-            let acceptor = RustlsAcceptor::new(config).acceptor(capped);
-            let mut server = axum_server::from_tcp(listener)?
-                .acceptor(acceptor)
-                .handle(handle);
             server
-                .http_builder()
-                .http1()
-                .header_read_timeout(limits.header_timeout);
-            server.serve(make_service).await
+                .map(|capped| RustlsAcceptor::new(config).acceptor(capped))
+                .serve(make_service)
+                .await
         }
-        None => {
-            let mut server = axum_server::from_tcp(listener)?
-                .acceptor(capped)
-                .handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(limits.header_timeout);
-            server.serve(make_service).await
-        }
+        None => server.serve(make_service).await,
     }
 }
 
