@@ -62,18 +62,24 @@ fn traffic() -> String {
     format!("[{}]", events.join(","))
 }
 
+/// Options for a server that pushes OTLP to the store on `vm_port` every second, and exports
+/// a new campaign series as 0 for `new_series_delay`.
+fn pushing_to(vm_port: u16, new_series_delay: &str) -> Options {
+    Options::default()
+        .env(
+            "BOUNCEWATCH_METRICS_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{vm_port}/opentelemetry/v1/metrics"),
+        )
+        .env("BOUNCEWATCH_METRICS_OTLP_INTERVAL", "1s")
+        .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", new_series_delay)
+}
+
 /// A server pushing to a fresh store every second, with two campaign labels, that received
 /// the traffic twice (the second time as Mailjet retries), a 401, a 413 and a non-event.
 async fn store_with_traffic() -> (VictoriaMetrics, Server) {
     let vm_port = free_port();
     let server = Server::start_with(
-        Options::default()
-            .env(
-                "BOUNCEWATCH_METRICS_OTLP_ENDPOINT",
-                &format!("http://127.0.0.1:{vm_port}/opentelemetry/v1/metrics"),
-            )
-            .env("BOUNCEWATCH_METRICS_OTLP_INTERVAL", "1s")
-            .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", "2s")
+        pushing_to(vm_port, "2s")
             .env("BOUNCEWATCH_METRICS_TOP_CAMPAIGNS", "2")
             .env("BOUNCEWATCH_WEBHOOK_TOKEN", TOKEN)
             .env("BOUNCEWATCH_SERVER_MAX_BODY", "1MiB"),
@@ -247,15 +253,7 @@ async fn common_stats(server: &Server) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increase_counts_a_new_campaigns_first_events() {
     let vm_port = free_port();
-    let server = Server::start_with(
-        Options::default()
-            .env(
-                "BOUNCEWATCH_METRICS_OTLP_ENDPOINT",
-                &format!("http://127.0.0.1:{vm_port}/opentelemetry/v1/metrics"),
-            )
-            .env("BOUNCEWATCH_METRICS_OTLP_INTERVAL", "1s")
-            .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", "4s"),
-    );
+    let server = Server::start_with(pushing_to(vm_port, "4s"));
     let vm = VictoriaMetrics::start(vm_port, Some(&server.addr.to_string()));
     let t = now();
     let events: Vec<String> = (0..150u64)
@@ -425,15 +423,7 @@ async fn every_dashboard_panel_shows_data_after_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_campaign_tables_leave_out_campaigns_under_100_deliveries() {
     let vm_port = free_port();
-    let server = Server::start_with(
-        Options::default()
-            .env(
-                "BOUNCEWATCH_METRICS_OTLP_ENDPOINT",
-                &format!("http://127.0.0.1:{vm_port}/opentelemetry/v1/metrics"),
-            )
-            .env("BOUNCEWATCH_METRICS_OTLP_INTERVAL", "1s")
-            .env("BOUNCEWATCH_METRICS_NEW_SERIES_DELAY", "2s"),
-    );
+    let server = Server::start_with(pushing_to(vm_port, "2s"));
     let vm = VictoriaMetrics::start(vm_port, None);
     let t = now();
     let mut events = Vec::new();
