@@ -240,6 +240,18 @@ async fn setup_warns_without_sent_and_its_check_tells_failures_apart() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("check passed"), "{}", text(&out));
     no_secrets(&out);
+    // Stored, and counted as a test: the check moves no rate.
+    common::eventually("the check counted as a test", WAIT, async || {
+        server.metric("bouncewatch_events_test_total").await == 1.0
+    })
+    .await;
+    assert!(
+        !server
+            .get_text("/metrics")
+            .await
+            .contains("bouncewatch_events_total{"),
+        "the check is in no events_total series"
+    );
 
     // The receiver wants other credentials: refused, and said so.
     let strict = Server::start_with(

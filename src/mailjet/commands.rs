@@ -223,11 +223,12 @@ fn describe(a: &Action) -> String {
     }
 }
 
-/// Posts a test event to the callback URL as Mailjet would, and reads the answer.
+/// Posts a test event to the callback URL as Mailjet would, and reads the answer. It is shaped
+/// like the placeholders of Mailjet's own "send test" (`MessageID` 0, no address), so that the
+/// receiver stores it but counts it in no window or rate (`bouncewatch_events_test_total`).
 async fn self_test(url: &str, out: &mut impl Write) -> anyhow::Result<i32> {
-    let id = crate::journal::now_ms() as u64 * 1000 + u64::from(std::process::id() % 1000);
     let body = format!(
-        r#"{{"event":"bouncewatch_check","time":{},"MessageID":{id},"email":"setup-check@bouncewatch.invalid","CustomID":"bouncewatch-setup-check"}}"#,
+        r#"{{"event":"sent","time":{},"MessageID":0,"email":"","CustomID":"bouncewatch-setup-check"}}"#,
         crate::journal::now_ms() / 1000
     );
     let parsed = url::Url::parse(url)?;
