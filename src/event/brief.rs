@@ -34,10 +34,13 @@ pub struct Brief<'a> {
 }
 
 impl Brief<'_> {
-    /// A placeholder that Mailjet's "send test" button posts: `MessageID` 0 and no address
-    /// (see `fixtures/quirks/test-event-*.json`). No real event lacks both.
+    /// A placeholder that Mailjet's "send test" button posts: `MessageID` 0, no address and no
+    /// campaign (see `fixtures/quirks/test-event-*.json`). No real event lacks all three.
     pub fn is_mailjet_test(&self) -> bool {
-        self.message_id.0 == 0 && self.email.is_empty()
+        self.message_id.0 == 0
+            && self.email.is_empty()
+            && self.campaign_id == 0
+            && self.custom_campaign.as_deref().is_none_or(str::is_empty)
     }
 
     /// `customcampaign` with RFC 2047 encoded words decoded, computed when asked: most events

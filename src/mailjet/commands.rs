@@ -224,7 +224,7 @@ fn describe(a: &Action) -> String {
 }
 
 /// Posts a test event to the callback URL as Mailjet would, and reads the answer. It is shaped
-/// like the placeholders of Mailjet's own "send test" (`MessageID` 0, no address), so that the
+/// like the placeholders of Mailjet's own "send test" (`MessageID` 0, no address, no campaign), so that the
 /// receiver stores it but counts it in no window or rate (`bouncewatch_events_test_total`).
 async fn self_test(url: &str, out: &mut impl Write) -> anyhow::Result<i32> {
     let body = format!(

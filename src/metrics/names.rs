@@ -274,7 +274,7 @@ pub const EVENTS_CLAMPED: Signal = Signal {
 
 pub const EVENTS_TEST: Signal = Signal {
     name: "bouncewatch_events_test_total",
-    help: "Placeholder events from Mailjet's \"send test\" button (MessageID 0, no address): stored, but counted in no window, rate or events_total.",
+    help: "Placeholder events from Mailjet's \"send test\" button (MessageID 0, no address, no campaign): stored, but counted in no window, rate or events_total.",
     kind: Kind::Counter,
     labels: &[],
 };
