@@ -132,6 +132,23 @@ async fn stats_show_counts_and_rates_per_scope() {
     .await;
     assert_eq!(campaign["keys"].as_array().unwrap().len(), 1);
     assert_eq!(campaign["keys"][0]["counts"]["blocked"], 5);
+    // A campaign's own reasons: campaign 8's blocks, without campaign 9's bounce at Google.
+    let reasons = campaign["keys"][0]["top_reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(
+        (&reasons[0]["category"], &reasons[0]["count"]),
+        (&"spam".into(), &4.into())
+    );
+    let by_campaign = stats(&server, "scope=campaign").await;
+    let seven = key(&by_campaign, "campaign", "7");
+    let reasons = seven["top_reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(
+        (&reasons[0]["event"], &reasons[0]["count"]),
+        (&"bounce".into(), &2.into())
+    );
+    let nine = key(&by_campaign, "campaign", "9");
+    assert_eq!(nine["top_reasons"][0]["count"], 1);
 
     let bad = common::client()
         .get(server.url("/api/v1/stats?scope=planet"))
@@ -250,7 +267,7 @@ async fn late_events_and_pipeline_lag_are_exported() {
     assert_eq!(server.metric("bouncewatch_pipeline_lag_events").await, 0.0);
 }
 
-/// The placeholder events of Mailjet's "send test" button (MessageID 0, no address) are stored,
+/// The placeholder events of Mailjet's "send test" button (MessageID 0, no address, no campaign) are stored,
 /// but they move no window, no rate and no `bouncewatch_events_total`: testing the callback URL
 /// must not look like a bounce. They are counted on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

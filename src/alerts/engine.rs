@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::health::{HealthHistory, HealthSample};
 use super::rules::{Inputs, Observation, Rule, RuleKind, Severity, WebhookSignal};
 use super::state::{AlertState, Notice, Timing, step};
-use crate::pipeline::Provider;
 use crate::windows::{Key, RateKind, ReasonCount, Windows};
 
 /// How many reasons a notification lists.
@@ -328,8 +327,8 @@ fn window_minutes(rule: &Rule) -> u32 {
     d.map_or(60, |d| (d.0.as_secs() / 60).max(1) as u32)
 }
 
-/// The top bounce or block reasons behind a bounce or block alert, for the provider of its
-/// worst key (or globally).
+/// The top bounce or block reasons behind a bounce or block alert: those of its worst key
+/// (a campaign's own, at its provider for a campaign × provider rule), or the global ones.
 fn reasons(rule: &Rule, lines: &[AlertLine], windows: &Windows, now: i64) -> Vec<ReasonCount> {
     let relevant = matches!(
         rule.config.rate,
@@ -338,16 +337,16 @@ fn reasons(rule: &Rule, lines: &[AlertLine], windows: &Windows, now: i64) -> Vec
     if !relevant {
         return Vec::new();
     }
-    let provider: Option<Provider> = lines.first().and_then(|l| match &l.observation.key {
-        Some(Key::Provider(p)) | Some(Key::CampaignProvider(_, p)) => Some(*p),
-        _ => None,
-    });
+    let key = lines
+        .first()
+        .and_then(|l| l.observation.key.clone())
+        .unwrap_or(Key::Global);
     let want = match rule.config.rate {
         Some(RateKind::Block) => "blocked",
         _ => "bounce",
     };
     windows
-        .top_reasons(provider, window_minutes(rule), now, TOP_REASONS * 2)
+        .top_reasons(&key, window_minutes(rule), now, TOP_REASONS * 2)
         .into_iter()
         .filter(|r| r.event == want)
         .take(TOP_REASONS)

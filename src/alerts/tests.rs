@@ -477,3 +477,53 @@ fn a_silence_that_ends_while_firing_announces_the_alert() {
         );
     }
 }
+
+/// A campaign's alert names that campaign's reasons, not the mix of every campaign's.
+#[test]
+fn a_campaign_alert_carries_the_campaigns_own_reasons() {
+    let mut w = Windows::new(&WindowsConfig::default());
+    // Campaign 7: 10 of 200 hard bounces, mailboxes unknown.
+    record(&mut w, "sent", 190, Provider::Google, NOW, "");
+    record(
+        &mut w,
+        "bounce",
+        10,
+        Provider::Google,
+        NOW,
+        r#","hard_bounce":true,"error_related_to":"recipient","error":"user unknown""#,
+    );
+    // Campaign 8, much larger and healthy by rate, bounces for another reason.
+    for i in 0..5_000 {
+        let (kind, extra) = if i % 100 == 0 {
+            (
+                "bounce",
+                r#","error_related_to":"domain","error":"no mail host""#,
+            )
+        } else {
+            ("sent", "")
+        };
+        let e = parse_event(&format!(
+            r#"{{"event":"{kind}","time":{NOW},"email":"x@y.z","mj_campaign_id":8{extra}}}"#
+        ))
+        .unwrap();
+        w.record(&e.brief(), Provider::Google, NOW);
+    }
+    let rule = RuleConfig {
+        group_by: vec![GroupBy::Campaign],
+        ..hard_bounce_rule()
+    };
+    let mut e = engine(vec![rule]);
+    let out = e.evaluate(NOW, &w, sample(NOW));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let key = &out[0].alerts[0].observation.key;
+    assert_eq!(
+        key,
+        &Some(Key::Campaign(crate::windows::CampaignKey::Id(7)))
+    );
+    let reasons: Vec<_> = out[0]
+        .reasons
+        .iter()
+        .map(|r| (r.error.as_str(), r.count))
+        .collect();
+    assert_eq!(reasons, vec![("user unknown", 10)]);
+}

@@ -180,11 +180,7 @@ pub async fn stats(
                 Key::Campaign(c) => (None, Some(c.to_string())),
                 Key::CampaignProvider(c, p) => (Some(*p), Some(c.to_string())),
             };
-            let top_reasons = match &key {
-                Key::Global => windows.top_reasons(None, window_minutes, now, TOP_REASONS),
-                Key::Provider(p) => windows.top_reasons(Some(*p), window_minutes, now, TOP_REASONS),
-                _ => Vec::new(),
-            };
+            let top_reasons = windows.top_reasons(&key, window_minutes, now, TOP_REASONS);
             KeyStats {
                 provider,
                 campaign,

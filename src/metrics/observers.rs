@@ -273,7 +273,8 @@ fn window_reasons(state: &State) -> Vec<(Vec<KeyValue>, u64)> {
     let mut out = Vec::new();
     for provider in scopes {
         for (minutes, label) in &source.windows {
-            for r in windows.top_reasons(provider, *minutes, now, TOP_REASONS) {
+            let key = provider.map_or(Key::Global, Key::Provider);
+            for r in windows.top_reasons(&key, *minutes, now, TOP_REASONS) {
                 let mut attrs = vec![
                     KeyValue::new("event", r.event),
                     KeyValue::new("category", r.category),

@@ -9,6 +9,7 @@
 //! Memory follows activity ([`series`]), and keys idle for longer than the longest window are
 //! evicted by [`Windows::evict_idle`].
 
+pub mod campaign_reasons;
 pub mod rate;
 pub mod reasons;
 pub mod series;
@@ -216,6 +217,8 @@ fn fixed_index(key: &Key) -> Option<usize> {
 struct CampaignSeries {
     all: Series,
     providers: Vec<(Provider, Series)>,
+    /// Its own bounce and block reasons; empty (no heap) while it has none.
+    reasons: campaign_reasons::CampaignReasons,
 }
 
 impl CampaignSeries {
@@ -310,6 +313,7 @@ impl Windows {
                 campaign.providers.push((provider, s));
             }
         }
+        campaign.reasons.record(event, provider, at, now_minute);
         self.reasons.record(event, provider, at, now_minute);
         placement
     }
@@ -345,15 +349,27 @@ impl Windows {
         fixed.chain(campaigns)
     }
 
-    /// The most frequent bounce and block reasons, globally (`None`) or for one provider.
+    /// The most frequent bounce and block reasons of a key: globally, at a provider, in a
+    /// campaign (all its providers), or in a campaign at one provider.
     pub fn top_reasons(
         &self,
-        provider: Option<Provider>,
+        key: &Key,
         window_minutes: u32,
         now: i64,
         n: usize,
     ) -> Vec<ReasonCount> {
-        self.reasons.top(provider, window_minutes, minute(now), n)
+        let now = minute(now);
+        match key {
+            Key::Global => self.reasons.top(None, window_minutes, now, n),
+            Key::Provider(p) => self.reasons.top(Some(*p), window_minutes, now, n),
+            Key::Campaign(c) => self
+                .campaigns
+                .get(c)
+                .map_or_else(Vec::new, |e| e.reasons.top(None, window_minutes, now, n)),
+            Key::CampaignProvider(c, p) => self.campaigns.get(c).map_or_else(Vec::new, |e| {
+                e.reasons.top(Some(*p), window_minutes, now, n)
+            }),
+        }
     }
 
     /// Every key of a scope.
@@ -395,6 +411,7 @@ impl Windows {
         self.campaigns.retain(|_, e| {
             e.providers.retain_mut(|(_, s)| keep(s));
             e.providers.shrink_to_fit();
+            e.reasons.evict_idle(now_minute, longest);
             // `all` holds every event of the campaign, so it is idle only when all are.
             keep(&mut e.all)
         });
@@ -441,6 +458,12 @@ impl Windows {
         Snapshot {
             series: self.all().map(|(k, s)| (k, s.clone())).collect(),
             reasons: self.reasons.clone(),
+            campaign_reasons: self
+                .campaigns
+                .iter()
+                .filter(|(_, e)| !e.reasons.is_empty())
+                .map(|(c, e)| (c.clone(), e.reasons.clone()))
+                .collect(),
             totals: self.totals,
             late: self.late,
             clamped: self.clamped,
@@ -469,6 +492,11 @@ impl Windows {
         }
         w.reasons = snapshot.reasons;
         w.reasons.reindex();
+        for (c, reasons) in snapshot.campaign_reasons {
+            if let Some(e) = w.campaigns.get_mut(&c) {
+                e.reasons = reasons;
+            }
+        }
         w.totals = snapshot.totals;
         w.late = snapshot.late;
         w.clamped = snapshot.clamped;
@@ -481,7 +509,10 @@ impl Windows {
         let lists: usize = self
             .campaigns
             .values()
-            .map(|e| e.providers.capacity() * std::mem::size_of::<(Provider, Series)>())
+            .map(|e| {
+                e.providers.capacity() * std::mem::size_of::<(Provider, Series)>()
+                    + e.reasons.heap_bytes()
+            })
             .sum();
         lists + self.all().map(|(_, s)| s.heap_bytes()).sum::<usize>()
     }
@@ -493,6 +524,9 @@ pub struct Snapshot {
     series: Vec<(Key, Series)>,
     #[serde(default)]
     reasons: Reasons,
+    /// Each campaign's own reasons; absent from snapshots written before campaigns had them.
+    #[serde(default)]
+    campaign_reasons: Vec<(CampaignKey, campaign_reasons::CampaignReasons)>,
     totals: Counts,
     late: u64,
     clamped: u64,

@@ -1,9 +1,10 @@
 //! Bounce and block reasons (`error_related_to` / `error`) per provider, over the same windows.
 //!
-//! Reasons are kept for the global scope and per provider, not per campaign: they answer "why
-//! is Microsoft blocking us", and per-campaign reason tables would multiply memory by the
-//! number of campaigns. The values are free text, so their number is capped: past
-//! [`MAX_REASONS`] distinct pairs, new ones count as `other`.
+//! These are the global and per-provider reasons: they answer "why is Microsoft blocking us".
+//! Each campaign keeps its own short list beside its series (`campaign_reasons.rs`), so that
+//! memory grows with the campaigns that bounce, not with every campaign. The values are free
+//! text, so their number is capped: past [`MAX_REASONS`] distinct pairs, new ones count as
+//! `other`.
 
 use std::collections::HashMap;
 

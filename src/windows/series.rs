@@ -6,6 +6,7 @@
 //! key at most `60 + 24` buckets for a 24 h window: memory follows activity, not the clock.
 
 use std::collections::VecDeque;
+use std::ops::AddAssign;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,18 +15,24 @@ use super::rate::Counts;
 /// How far back minute resolution goes.
 pub const FINE_MINUTES: u32 = 60;
 
+/// What a bucket holds: [`Counts`] for a key's events, or one number where only one is asked
+/// (a campaign's reasons: 8 bytes a bucket instead of 48).
+pub trait Tally: Copy + Default + AddAssign {}
+
+impl<T: Copy + Default + AddAssign> Tally for T {}
+
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Series {
+pub struct Series<T = Counts> {
     /// The newest minute bucket, inline: events arrive in time order, so most updates land
     /// here without touching the heap (measured: the bucket search was a third of an update).
-    newest: Option<(u32, Counts)>,
+    newest: Option<(u32, T)>,
     /// Older minute buckets, `(minute, counts)`, oldest first; minutes since the Unix epoch.
-    fine: VecDeque<(u32, Counts)>,
+    fine: VecDeque<(u32, T)>,
     /// `(hour, counts)`, oldest first; hours since the Unix epoch.
-    coarse: VecDeque<(u32, Counts)>,
+    coarse: VecDeque<(u32, T)>,
 }
 
-fn bump(buckets: &mut VecDeque<(u32, Counts)>, at: u32, counts: Counts) {
+fn bump<T: Tally>(buckets: &mut VecDeque<(u32, T)>, at: u32, counts: T) {
     // Events arrive roughly in time order, so the target is at or near the back: walk from
     // there instead of bisecting the whole deque.
     let mut i = buckets.len();
@@ -39,9 +46,9 @@ fn bump(buckets: &mut VecDeque<(u32, Counts)>, at: u32, counts: Counts) {
     }
 }
 
-impl Series {
+impl<T: Tally> Series<T> {
     /// Adds `counts` at `minute`; `now` decides which tier it lands in.
-    pub fn add(&mut self, minute: u32, now: u32, counts: Counts) {
+    pub fn add(&mut self, minute: u32, now: u32, counts: T) {
         if minute + FINE_MINUTES <= now {
             bump(&mut self.coarse, minute / 60, counts);
             return;
@@ -91,9 +98,9 @@ impl Series {
     /// longer than an hour can reach up to 59 minutes further back at its old edge. A window of
     /// an hour or less reads minute buckets only: hour buckets hold minutes at least
     /// [`FINE_MINUTES`] old, which such a window never covers.
-    pub fn sum(&self, now: u32, window: u32) -> Counts {
+    pub fn sum(&self, now: u32, window: u32) -> T {
         let start = (now + 1).saturating_sub(window);
-        let mut total = Counts::default();
+        let mut total = T::default();
         for &(minute, counts) in self.newest.iter().chain(self.fine.iter().rev()) {
             if minute < start {
                 break;
@@ -129,7 +136,7 @@ impl Series {
 
     /// Heap bytes held, for the memory report.
     pub fn heap_bytes(&self) -> usize {
-        (self.fine.capacity() + self.coarse.capacity()) * std::mem::size_of::<(u32, Counts)>()
+        (self.fine.capacity() + self.coarse.capacity()) * std::mem::size_of::<(u32, T)>()
     }
 }
 

@@ -214,6 +214,46 @@ fn a_snapshot_restores_the_same_counts() {
         (back.totals(), back.late(), back.len()),
         (w.totals(), w.late(), w.len())
     );
+    // The campaign's own reasons come back too (the bounce has neither category nor error).
+    let spring = Key::Campaign(CampaignKey::Name("spring".into()));
+    assert_eq!(w.top_reasons(&spring, 60, NOW, 5).len(), 1);
+    assert_eq!(
+        back.top_reasons(&spring, 60, NOW, 5),
+        w.top_reasons(&spring, 60, NOW, 5)
+    );
+}
+
+/// A campaign's reasons are its own, and they go when the campaign is evicted.
+#[test]
+fn campaign_reasons_are_per_campaign_and_evicted_with_it() {
+    let mut w = windows();
+    w.record(&ev("bounce", NOW, "a@gmail.com", 1), Provider::Google, NOW);
+    w.record(&ev("sent", NOW, "a@gmail.com", 2), Provider::Google, NOW);
+    let one = Key::Campaign(CampaignKey::Id(1));
+    let reasons = w.top_reasons(&one, 5, NOW, 5);
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(
+        (reasons[0].category.as_str(), reasons[0].count),
+        ("recipient", 1)
+    );
+    assert!(
+        w.top_reasons(&Key::Campaign(CampaignKey::Id(2)), 5, NOW, 5)
+            .is_empty()
+    );
+    assert!(
+        w.top_reasons(
+            &Key::CampaignProvider(CampaignKey::Id(1), Provider::Yahoo),
+            5,
+            NOW,
+            5
+        )
+        .is_empty()
+    );
+    let before = w.bucket_bytes();
+    w.evict_idle(NOW + 3 * 86_400);
+    assert!(w.is_empty());
+    assert!(w.top_reasons(&one, 24 * 60, NOW + 3 * 86_400, 5).is_empty());
+    assert!(w.bucket_bytes() < before);
 }
 
 /// Campaign id 42 and a campaign named "42" are two campaigns, and so are the name "none" and
