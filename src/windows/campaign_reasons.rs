@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
-use super::reasons::ReasonCount;
+use super::reasons::{ReasonCount, most_frequent};
 use super::series::Series;
 use crate::event::{Brief, EventKind};
 use crate::pipeline::Provider;
@@ -161,13 +161,7 @@ impl CampaignReasons {
                 }),
             }
         }
-        rows.sort_by(|a, b| {
-            b.count.cmp(&a.count).then_with(|| {
-                (&a.event, &a.category, &a.error).cmp(&(&b.event, &b.category, &b.error))
-            })
-        });
-        rows.truncate(n);
-        rows
+        most_frequent(rows, n)
     }
 
     /// Rolls every entry and drops the ones with nothing left in the longest window.

@@ -37,6 +37,18 @@ pub struct ReasonCount {
     pub count: u64,
 }
 
+/// The `n` most frequent rows, most frequent first; ties in name order, so that an answer does
+/// not change from one call to the next.
+pub(super) fn most_frequent(mut rows: Vec<ReasonCount>, n: usize) -> Vec<ReasonCount> {
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.event, &a.category, &a.error).cmp(&(&b.event, &b.category, &b.error)))
+    });
+    rows.truncate(n);
+    rows
+}
+
 /// A `(category, error)` pair's number in [`Reasons::pair_names`].
 type PairId = u32;
 
@@ -140,7 +152,7 @@ impl Reasons {
         now: u32,
         n: usize,
     ) -> Vec<ReasonCount> {
-        let mut rows: Vec<ReasonCount> = self
+        let rows: Vec<ReasonCount> = self
             .series
             .iter()
             .filter(|(k, _)| k.provider == provider)
@@ -155,13 +167,7 @@ impl Reasons {
             })
             .filter(|r| r.count > 0)
             .collect();
-        rows.sort_by(|a, b| {
-            b.count.cmp(&a.count).then_with(|| {
-                (&a.event, &a.category, &a.error).cmp(&(&b.event, &b.category, &b.error))
-            })
-        });
-        rows.truncate(n);
-        rows
+        most_frequent(rows, n)
     }
 
     /// Rolls every series and drops the ones with nothing left in the longest window.
