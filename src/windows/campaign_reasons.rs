@@ -8,8 +8,6 @@
 //! new ones count as `other` for their provider and event. The list goes with its campaign
 //! when the campaign is evicted.
 
-use std::hash::BuildHasher;
-
 use serde::{Deserialize, Serialize};
 
 use super::reasons::{ReasonCount, most_frequent};
@@ -24,42 +22,9 @@ pub const MAX_CAMPAIGN_REASONS: usize = 16;
 /// The category and error an entry counts once its campaign has no room left.
 const OTHER: &str = "other";
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignReasons {
     entries: Vec<Entry>,
-    /// Each entry's [`Tag`], in the same order. Every bounce scans these, eight bytes an entry,
-    /// instead of the entries' strings. (Measured: no faster than scanning the entries; the
-    /// cost of a bounce is in the buckets it touches. Kept because it reads less memory.)
-    /// Rebuilt when missing, as after a snapshot is read.
-    #[serde(skip)]
-    tags: Vec<Tag>,
-}
-
-impl PartialEq for CampaignReasons {
-    fn eq(&self, other: &Self) -> bool {
-        self.entries == other.entries
-    }
-}
-
-/// What tells entries apart, short of their strings: equal tags are compared by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tag {
-    hash: u32,
-    provider: Provider,
-    blocked: bool,
-}
-
-impl Tag {
-    fn of(provider: Provider, blocked: bool, category: &str, error: &str) -> Tag {
-        // A fixed seed: the tags are rebuilt from the names, so they need not survive a restart,
-        // but every tag of one list must come from the same function.
-        const NAMES: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x6277);
-        Tag {
-            hash: NAMES.hash_one((category, error)) as u32,
-            provider,
-            blocked,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,8 +39,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn tag(&self) -> Tag {
-        Tag::of(self.provider, self.blocked, &self.category, &self.error)
+    fn is(&self, provider: Provider, blocked: bool, category: &str, error: &str) -> bool {
+        self.provider == provider
+            && self.blocked == blocked
+            && *self.category == *category
+            && *self.error == *error
     }
 }
 
@@ -89,43 +57,36 @@ impl CampaignReasons {
         };
         let category = event.error_related_to.as_deref().unwrap_or_default();
         let error = event.error.as_deref().unwrap_or_default();
-        if self.tags.len() != self.entries.len() {
-            self.tags = self.entries.iter().map(Entry::tag).collect();
-        }
-        let tag = Tag::of(provider, blocked, category, error);
-        let i = match self.find(tag, category, error) {
+        // A linear scan of at most 17 entries. (Measured: a scan of eight-byte hashed tags
+        // instead was no faster; a bounce's cost is in the buckets it touches.)
+        let find = |entries: &[Entry], category: &str, error: &str| {
+            entries
+                .iter()
+                .position(|e| e.is(provider, blocked, category, error))
+        };
+        let i = match find(&self.entries, category, error) {
             Some(i) => i,
             None if self.entries.len() >= MAX_CAMPAIGN_REASONS => {
-                let other = Tag::of(provider, blocked, OTHER, OTHER);
-                match self.find(other, OTHER, OTHER) {
+                match find(&self.entries, OTHER, OTHER) {
                     Some(i) => i,
-                    None => self.push(other, OTHER, OTHER),
+                    None => self.push(provider, blocked, OTHER, OTHER),
                 }
             }
-            None => self.push(tag, category, error),
+            None => self.push(provider, blocked, category, error),
         };
         self.entries[i].series.add(at, now, 1);
     }
 
-    fn find(&self, tag: Tag, category: &str, error: &str) -> Option<usize> {
-        self.tags.iter().enumerate().find_map(|(i, t)| {
-            let e = &self.entries[i];
-            (*t == tag && *e.category == *category && *e.error == *error).then_some(i)
-        })
-    }
-
-    fn push(&mut self, tag: Tag, category: &str, error: &str) -> usize {
+    fn push(&mut self, provider: Provider, blocked: bool, category: &str, error: &str) -> usize {
         // Grown one at a time: most campaigns that bounce at all meet few reasons.
         self.entries.reserve_exact(1);
-        self.tags.reserve_exact(1);
         self.entries.push(Entry {
-            provider: tag.provider,
-            blocked: tag.blocked,
+            provider,
+            blocked,
             category: category.into(),
             error: error.into(),
             series: Series::default(),
         });
-        self.tags.push(tag);
         self.entries.len() - 1
     }
 
@@ -171,7 +132,6 @@ impl CampaignReasons {
             e.series.newest_minute().is_some_and(|m| m + longest > now)
         });
         self.entries.shrink_to_fit();
-        self.tags = self.entries.iter().map(Entry::tag).collect();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -181,7 +141,6 @@ impl CampaignReasons {
     /// Heap bytes held, for the memory report.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.tags.capacity() * std::mem::size_of::<Tag>()
             + self
                 .entries
                 .iter()
